@@ -1,0 +1,1 @@
+"""bpmnlite: a BPMN 2.0 process engine for Python."""
