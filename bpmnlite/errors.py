@@ -114,6 +114,14 @@ class ExecutionError(BpmnliteError):
         super().__init__(prefix + message)
 
 
+class UncaughtBpmnError(ExecutionError):
+    """A BPMN error that no boundary event or event sub-process caught."""
+
+    def __init__(self, code: str, message: str, *, element_id: str | None, instance_id: str | None = None) -> None:
+        self.code = code
+        super().__init__(f"uncaught BPMN error {code!r}: {message}", element_id=element_id, instance_id=instance_id)
+
+
 class BpmnError(BpmnliteError):
     """A business error thrown by a handler or an error end event.
 

@@ -384,6 +384,9 @@ class Definitions:
     diagrams: tuple[Diagram, ...] = ()
     exporter: str | None = None
     source_name: str | None = None
+    #: each ``bpmn:import`` as its attributes (namespace, location, importType);
+    #: kept as data, never loaded
+    imports: tuple[Mapping[str, str], ...] = ()
 
     def process(self, process_id: str) -> Process:
         """Return the process with this id; raise KeyError naming the known ones."""

@@ -1,0 +1,104 @@
+"""The small world a task handler sees.
+
+A handler reads and writes variables, reads its element's configuration, gets
+a stable idempotency key for its side effects, and raises ``BpmnError`` for a
+business outcome. Writes go through :meth:`TaskContext.set` so the engine can
+record them in the variable history and keep scope rules (a name already
+defined in an inner scope is written there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+from bpmnlite.errors import BpmnError
+from bpmnlite.model import ExtensionElement, FlowNode
+
+
+class _Variables(MutableMapping[str, Any]):
+    """A live view of the variables visible at the task; writes are recorded."""
+
+    def __init__(self, read: MutableMapping[str, Any], write: Callable[[str, Any], None]) -> None:
+        self._read = read
+        self._write = write
+
+    def __getitem__(self, name: str) -> Any:
+        return self._read[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._write(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("variables cannot be deleted by a task handler; set them to None")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read)
+
+    def __len__(self) -> int:
+        return len(self._read)
+
+
+class TaskContext:
+    """Passed to every task handler.
+
+    Attributes:
+        element: the task's model element (id, name, attributes, extensions).
+        instance_id: the process instance.
+        business_key: the instance's business key, if any.
+        idempotency_key: stable across retries of the same job (and the same
+            for a synchronous run of the same activity instance), so a handler
+            can make an at-least-once side effect effectively once.
+        variables: read/write mapping of the variables visible at the task.
+    """
+
+    def __init__(
+        self,
+        *,
+        element: FlowNode,
+        instance_id: str,
+        business_key: str | None,
+        idempotency_key: str,
+        variables: MutableMapping[str, Any],
+        write: Callable[[str, Any], None],
+    ) -> None:
+        self.element = element
+        self.instance_id = instance_id
+        self.business_key = business_key
+        self.idempotency_key = idempotency_key
+        self.variables: MutableMapping[str, Any] = _Variables(variables, write)
+
+    @property
+    def element_id(self) -> str:
+        return self.element.id
+
+    @property
+    def config(self) -> Mapping[str, str]:
+        """The element's extension attributes (``bpmnlite:url``, ``camunda:topic``...)."""
+        return self.element.attributes
+
+    @property
+    def extensions(self) -> tuple[ExtensionElement, ...]:
+        return self.element.extensions
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.variables.get(name, default)
+
+    def set(self, name: str, value: Any) -> None:
+        self.variables[name] = value
+
+    def fields(self) -> dict[str, str]:
+        """``bpmnlite:field`` / ``camunda:field`` / ``flowable:field`` values by name."""
+        out: dict[str, str] = {}
+        for ext in self.element.extensions:
+            if ext.tag.endswith(":field") and "name" in ext.attributes:
+                value = ext.attributes.get("stringValue") or ext.attributes.get("expression") or ext.text
+                if value is None:
+                    for child in ext.children:
+                        value = child.text
+                out[ext.attributes["name"]] = (value or "").strip()
+        return out
+
+    def error(self, code: str, message: str | None = None) -> BpmnError:
+        """Build a ``BpmnError`` to raise: ``raise ctx.error("NotFound")``."""
+        return BpmnError(code, message)

@@ -1,0 +1,744 @@
+"""The Engine facade: every public operation is one command in one transaction.
+
+A command loads the instance rows it needs, lets a :class:`Runner` move
+tokens until each one waits or has ended, then writes the instances (with an
+optimistic version check) and every side effect (tasks, subscriptions, jobs,
+history) in the same transaction. If anything raises, the transaction rolls
+back and the instances are exactly as they were at their last wait state.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bpmnlite.deployer import Deployer, Source
+from bpmnlite.errors import BpmnliteError, UncaughtBpmnError, Conflict, ExecutionError, ModelError, NotFound, Problem
+from bpmnlite.hookspecs import ScriptLanguage, TaskHandler
+from bpmnlite.jobs import failures
+from bpmnlite.model import Definitions, FlowNode
+from bpmnlite.plugins import PluginRegistry
+from bpmnlite.records import ActivityInfo, DefinitionInfo, Deployment, InstanceInfo, JobInfo, TaskInfo, VariableChange
+from bpmnlite.runtime import events, timers
+from bpmnlite.runtime.effects import Effects, JobKind
+from bpmnlite.runtime.graph import ExecutionGraph
+from bpmnlite.runtime.runner import Runner
+from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait, new_id
+from bpmnlite.store import database, repository
+from bpmnlite.store import tables as t
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Env:
+    """The runtime's view of the engine during one command (see runtime.environment)."""
+
+    engine: Engine
+    conn: Connection
+    trusted_scripts: bool
+    max_steps: int
+    functions: Mapping[str, Callable[..., Any]]
+    clock: Clock
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def graph(self, definition_id: str) -> ExecutionGraph:
+        return self.engine._deployer.graph(self.conn, definition_id)
+
+    def latest_definition(self, process_key: str) -> tuple[str, ExecutionGraph]:
+        info = self.engine._deployer.latest(self.conn, process_key)
+        return info.id, self.graph(info.id)
+
+    def load_instance(self, instance_id: str) -> Instance:
+        return repository.load_instance(self.conn, instance_id)
+
+    def task_handler(self, node: FlowNode) -> TaskHandler:
+        name = self.engine.resolve_task_type(node)
+        handler = self.engine.plugins.task_handler(name) if name else None
+        if handler is None:
+            known = ", ".join(self.engine.plugins.known_task_types()) or "none"
+            raise ExecutionError(f"no handler for task type {name!r} (known: {known})", element_id=node.id)
+        return handler
+
+    def script_language(self, node: FlowNode) -> ScriptLanguage:
+        fmt = (node.script_format or "python").lower()
+        lang = self.engine.plugins.script_language(fmt)
+        if lang is None:
+            raise ExecutionError(f"no script language {fmt!r} is registered", element_id=node.id)
+        return lang
+
+    def new_instance_id(self) -> str:
+        return new_id()
+
+    def has_listeners(self, hook: str) -> bool:
+        return self.engine.plugins.has_listeners(hook)
+
+
+class Engine:
+    """A BPMN engine bound to one database.
+
+    Args:
+        url: SQLAlchemy URL: ``sqlite:///file.db`` (embedded default) or
+            ``postgresql+psycopg://user@host/db``.
+        plugins: plugin objects to register in addition to the ``bpmnlite``
+            entry points.
+        load_entry_points: discover installed plugins (default True).
+        trusted_scripts: run scripts without the sandbox.
+        class_map: maps Java class names / delegate expressions / topics found
+            in Camunda or Flowable models to registered task type names.
+        clock: a callable returning the current aware datetime (tests pass a
+            controllable clock).
+        max_steps: steps one command may take before a loop without a wait
+            state is reported.
+        default_retries: attempts in all for a failing job (Flowable's 3).
+    """
+
+    def __init__(
+        self,
+        url: str = "sqlite:///bpmnlite.db",
+        *,
+        plugins: tuple[object, ...] | list[object] = (),
+        load_entry_points: bool = True,
+        trusted_scripts: bool = False,
+        class_map: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        max_steps: int = 100_000,
+        default_retries: int = 3,
+        create_schema: bool = True,
+    ) -> None:
+        self.url = url
+        self.db = database.connect(url)
+        if create_schema:
+            database.upgrade(self.db)
+        self.plugins = PluginRegistry(load_entry_points=load_entry_points, plugins=plugins)
+        self.trusted_scripts = trusted_scripts
+        self.class_map = dict(class_map or {})
+        self.clock: Clock = clock or system_clock
+        self.max_steps = max_steps
+        self.default_retries = default_retries
+        self._deployer = Deployer(self.plugins, self.resolve_task_type, dict(self.plugins.expression_functions))
+        self._listeners_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def register_plugin(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object (task types, script languages, listeners)."""
+        self.plugins.register(plugin, name)
+        self._deployer.functions = dict(self.plugins.expression_functions)
+
+    def resolve_task_type(self, node: FlowNode) -> str | None:
+        """The task type name for a service task, after the class map."""
+        raw = node.task_type
+        if raw is None:
+            return None
+        if raw in self.class_map:
+            return self.class_map[raw]
+        stripped = raw.strip()
+        if stripped.startswith(("${", "#{")) and stripped.endswith("}"):
+            inner = stripped[2:-1].strip()
+            return self.class_map.get(inner, inner)
+        return raw
+
+    @contextmanager
+    def _command(self) -> Iterator[tuple[Connection, Runner]]:
+        """One transaction and one runner; writes everything the runner did at the end."""
+        with self.db.begin() as conn:
+            env = _Env(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
+            runner = Runner(env)
+            yield conn, runner
+            self._settle(conn, runner)
+        self._notify(runner.effects)
+
+    def _settle(self, conn: Connection, runner: Runner) -> None:
+        """Run until quiet, deliver thrown signals/messages, and write everything."""
+        events_seen: list[tuple[str, dict[str, Any]]] = []
+        runner.run()
+        while True:
+            self._flush(conn, runner, events_seen)
+            thrown_signals = runner.effects.signals
+            thrown_messages = runner.effects.messages
+            runner.effects = Effects()
+            if not thrown_signals and not thrown_messages:
+                break
+            for name, variables in thrown_signals:
+                self._deliver_signal(conn, runner, name, variables)
+            for name, business_key, variables in thrown_messages:
+                self._deliver_thrown_message(conn, runner, name, business_key, variables)
+            runner.run()
+        runner.effects.events = events_seen
+
+    def _flush(self, conn: Connection, runner: Runner, events_seen: list[tuple[str, dict[str, Any]]]) -> None:
+        now = runner.now
+        for inst in runner.instances.values():
+            repository.save_instance(conn, inst, now)
+        repository.write_effects(conn, runner.effects, now, self.default_retries)
+        events_seen.extend(runner.effects.events)
+
+    def _notify(self, effects: Effects) -> None:
+        """Tell listener plugins what happened, after the commit (so it really happened)."""
+        for hook, kwargs in effects.events:
+            if self.plugins.has_listeners(hook):
+                getattr(self.plugins.hook, hook)(**kwargs)
+
+    # ------------------------------------------------------------------ deploying
+    def validate(self, source: Source, *, name: str | None = None) -> Definitions:
+        """Parse and check a model as ``deploy`` would, without deploying it.
+
+        Raises:
+            ModelError: every problem, each naming element and line.
+        """
+        defs, _data, _name = self._deployer.check(source, name)
+        return defs
+
+    def deploy(self, source: Source, *, name: str | None = None) -> Deployment:
+        """Deploy a BPMN file (path, XML text or bytes).
+
+        Returns the definitions; an identical redeploy returns the existing ones
+        with ``changed=False``.
+
+        Raises:
+            ModelError: the model is invalid; nothing was deployed.
+        """
+        with self.db.begin() as conn:
+            return self._deployer.deploy(conn, source, name, self.clock())
+
+    def definitions(self, key: str | None = None) -> list[DefinitionInfo]:
+        with self.db.connect() as conn:
+            query = sa.select(t.definitions).order_by(t.definitions.c.key, t.definitions.c.version)
+            if key is not None:
+                query = query.where(t.definitions.c.key == key)
+            return [self._deployer_info(row) for row in conn.execute(query)]
+
+    def definition(self, key: str, version: int | None = None) -> DefinitionInfo:
+        with self.db.connect() as conn:
+            return self._deployer.latest(conn, key, version)
+
+    @staticmethod
+    def _deployer_info(row: Any) -> DefinitionInfo:
+        return DefinitionInfo(
+            row.id,
+            row.key,
+            row.version,
+            row.name,
+            row.executable,
+            row.deployment_id,
+            repository.py_time(row.deployed_at) or datetime.min,
+        )
+
+    # ------------------------------------------------------------------ instances
+    def start(
+        self,
+        process_key: str,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        business_key: str | None = None,
+        version: int | None = None,
+    ) -> InstanceInfo:
+        """Start an instance of the latest (or given) version and run it to its first wait states.
+
+        Raises:
+            NotFound: no such process is deployed.
+            ModelError: the process is not executable.
+            ExecutionError: an element failed; nothing was saved.
+        """
+        with self._command() as (conn, runner):
+            info = self._deployer.latest(conn, process_key, version)
+            if not info.executable:
+                raise ModelError(
+                    [Problem(f'process {process_key!r} is not executable (isExecutable="false")', process_key)],
+                    f"process {process_key!r} cannot be started",
+                )
+            graph = self._deployer.graph(conn, info.id)
+            inst = events.start_instance(runner, info.id, graph, _json_vars(variables), business_key)
+        return self._snapshot(inst)
+
+    def instance(self, instance_id: str) -> InstanceInfo:
+        """The instance as stored now. Raises NotFound."""
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(t.instances).where(t.instances.c.id == instance_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no process instance {instance_id!r}")
+        return _info_from_row(row)
+
+    def instances(
+        self,
+        *,
+        process_key: str | None = None,
+        state: str | None = None,
+        business_key: str | None = None,
+        parent_instance_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[InstanceInfo]:
+        """Instances, newest first, filtered by key, state, business key or parent."""
+        query = sa.select(t.instances)
+        if process_key is not None:
+            query = query.where(t.instances.c.process_key == process_key)
+        if state is not None:
+            query = query.where(t.instances.c.state == state)
+        if business_key is not None:
+            query = query.where(t.instances.c.business_key == business_key)
+        if parent_instance_id is not None:
+            query = query.where(t.instances.c.parent_instance_id == parent_instance_id)
+        query = query.order_by(t.instances.c.started_at.desc()).limit(limit)
+        with self.db.connect() as conn:
+            return [_info_from_row(row) for row in conn.execute(query).mappings()]
+
+    def count_instances(self) -> dict[tuple[str, str], int]:
+        """Instances per (process key, state): what the dashboard and CLI show."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.instances.c.process_key, t.instances.c.state, sa.func.count()).group_by(
+                    t.instances.c.process_key, t.instances.c.state
+                )
+            )
+            return {(r[0], r[1]): r[2] for r in rows}
+
+    def cancel(self, instance_id: str) -> InstanceInfo:
+        """Cancel a running instance and the instances it called."""
+        with self._command() as (_conn, runner):
+            inst = runner.instance(instance_id)
+            if inst.state in FINAL_STATES:
+                raise Conflict(f"process instance {instance_id} has already ended ({inst.state.value})")
+            runner.cancel_instance(inst)
+        return self._snapshot(inst)
+
+    def set_variables(self, instance_id: str, variables: Mapping[str, Any]) -> InstanceInfo:
+        """Set process variables of a waiting instance (one command)."""
+        with self._command() as (_conn, runner):
+            inst = runner.instance(instance_id)
+            runner.set_variables(inst, None, _json_vars(variables))
+        return self._snapshot(inst)
+
+    # ------------------------------------------------------------------ user tasks
+    def tasks(
+        self, *, instance_id: str | None = None, element_id: str | None = None, state: str = "open", limit: int = 1000
+    ) -> list[TaskInfo]:
+        query = sa.select(t.tasks).where(t.tasks.c.state == state)
+        if instance_id is not None:
+            query = query.where(t.tasks.c.instance_id == instance_id)
+        if element_id is not None:
+            query = query.where(t.tasks.c.element_id == element_id)
+        query = query.order_by(t.tasks.c.created_at).limit(limit)
+        with self.db.connect() as conn:
+            return [
+                TaskInfo(
+                    r.id,
+                    r.instance_id,
+                    r.element_id,
+                    r.name,
+                    r.state,
+                    repository.py_time(r.created_at),
+                    dict(r.attributes or {}),
+                    repository.py_time(r.ended_at),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def complete_task(self, task_id: str, variables: Mapping[str, Any] | None = None) -> InstanceInfo:
+        """Complete an open user task and run the instance to its next wait states.
+
+        Raises:
+            NotFound: no open task with this id.
+            Conflict: another command changed the instance at the same time.
+            ExecutionError: an element after the task failed; nothing was saved
+                and the task is still open.
+        """
+        with self._command() as (conn, runner):
+            row = conn.execute(sa.select(t.tasks).where(t.tasks.c.id == task_id)).first()
+            if row is None or row.state != "open":
+                raise NotFound(f"no open user task {task_id!r}")
+            inst = runner.instance(row.instance_id)
+            token = inst.tokens.get(row.token_id)
+            if token is None or token.wait is not Wait.USER_TASK or token.data.get("task") != task_id:
+                raise Conflict(f"user task {task_id} is no longer waiting")
+            values = _json_vars(variables)
+
+            runner.set_variables(inst, token, values, row.element_id)
+            runner.complete(inst, token)
+        return self._snapshot(inst)
+
+    # ------------------------------------------------------------------ messages and signals
+    def correlate_message(
+        self,
+        name: str,
+        *,
+        business_key: str | None = None,
+        correlation: Mapping[str, Any] | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> InstanceInfo:
+        """Deliver a message to the one instance waiting for it, or start one by a message start event.
+
+        Matches the message name plus the business key and/or correlation
+        variables given. Raises NotFound when nothing waits for it.
+        """
+        with self._command() as (conn, runner):
+            inst = self._correlate(conn, runner, name, business_key, dict(correlation or {}), _json_vars(variables))
+            if inst is None:
+                detail = f" with business key {business_key!r}" if business_key else ""
+                raise NotFound(f"no instance or start event waits for message {name!r}{detail}")
+        return self._snapshot(inst)
+
+    def _correlate(
+        self,
+        conn: Connection,
+        runner: Runner,
+        name: str,
+        business_key: str | None,
+        correlation: dict[str, Any],
+        variables: dict[str, Any],
+    ) -> Instance | None:
+        query = (
+            sa.select(t.subscriptions)
+            .where(
+                t.subscriptions.c.kind == "message",
+                t.subscriptions.c.name == name,
+                t.subscriptions.c.instance_id.is_not(None),
+            )
+            .order_by(t.subscriptions.c.created_at)
+        )
+        if business_key is not None:
+            query = query.where(t.subscriptions.c.business_key == business_key)
+        for sub in conn.execute(query).all():
+            inst = runner.instance(sub.instance_id)
+            if inst.state in FINAL_STATES:
+                continue
+            if correlation and any(inst.variables.get(k) != v for k, v in correlation.items()):
+                continue
+            if sub.token_id != inst.id and sub.token_id not in inst.tokens:
+                continue
+            self._deliver(runner, inst, sub, variables)
+            return inst
+        starts = conn.execute(
+            sa.select(t.subscriptions).where(
+                t.subscriptions.c.kind == "message",
+                t.subscriptions.c.name == name,
+                t.subscriptions.c.instance_id.is_(None),
+            )
+        ).all()
+        if starts and not correlation:
+            sub = starts[0]
+            graph = self._deployer.graph(conn, sub.definition_id)
+            return events.start_instance(
+                runner, sub.definition_id, graph, variables, business_key, start=graph.nodes[sub.element_id]
+            )
+        return None
+
+    def _deliver(self, runner: Runner, inst: Instance, sub: Any, variables: dict[str, Any]) -> Instance:
+        # a subscription is consumed by the token rules: the owner moves on (rows cleared),
+        # or stays for a non-interrupting catcher, which may fire again
+        events.deliver(runner, inst, sub.token_id, sub.element_id, variables)
+        return inst
+
+    def _deliver_signal(self, conn: Connection, runner: Runner, name: str, variables: dict[str, Any]) -> int:
+        count = 0
+        subs = conn.execute(
+            sa.select(t.subscriptions)
+            .where(t.subscriptions.c.kind == "signal", t.subscriptions.c.name == name)
+            .order_by(t.subscriptions.c.created_at)
+        ).all()
+        for sub in subs:
+            if sub.instance_id is None:
+                graph = self._deployer.graph(conn, sub.definition_id)
+                events.start_instance(
+                    runner, sub.definition_id, graph, dict(variables), None, start=graph.nodes[sub.element_id]
+                )
+                count += 1
+                continue
+            inst = runner.instance(sub.instance_id)
+            if inst.state in FINAL_STATES or (sub.token_id != inst.id and sub.token_id not in inst.tokens):
+                continue
+            events.deliver(runner, inst, sub.token_id, sub.element_id, dict(variables))
+            count += 1
+        return count
+
+    def _deliver_thrown_message(
+        self, conn: Connection, runner: Runner, name: str, business_key: str | None, variables: dict[str, Any]
+    ) -> None:
+        self._correlate(conn, runner, name, business_key, {}, variables)
+
+    def broadcast_signal(self, name: str, variables: Mapping[str, Any] | None = None) -> int:
+        """Deliver a signal to every instance and start event waiting for it; returns how many."""
+        with self._command() as (conn, runner):
+            count = self._deliver_signal(conn, runner, name, _json_vars(variables))
+        return count
+
+    # ------------------------------------------------------------------ jobs and timers
+    def jobs(
+        self, *, instance_id: str | None = None, state: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> list[JobInfo]:
+        """Jobs (async continuations and timers); ``state="deadletter"`` are incidents."""
+        query = sa.select(t.jobs)
+        if instance_id is not None:
+            query = query.where(t.jobs.c.instance_id == instance_id)
+        if state is not None:
+            query = query.where(t.jobs.c.state == state)
+        if kind is not None:
+            query = query.where(t.jobs.c.kind == kind)
+        query = query.order_by(t.jobs.c.due_at, t.jobs.c.created_at).limit(limit)
+        with self.db.connect() as conn:
+            return [_job_info(r) for r in conn.execute(query)]
+
+    def incidents(self, *, instance_id: str | None = None) -> list[JobInfo]:
+        """Jobs that ran out of retries (dead-letter jobs), with their errors."""
+        return self.jobs(instance_id=instance_id, state="deadletter")
+
+    def retry(self, job_id: str, retries: int | None = None) -> JobInfo:
+        """Make an incident (or a failing job) runnable again with ``retries`` attempts."""
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+            if row is None:
+                raise NotFound(f"no job {job_id!r}")
+            state = (
+                "timer"
+                if row.kind in (JobKind.TIMER.value, JobKind.START_TIMER.value) and row.state != "deadletter"
+                else "executable"
+            )
+            conn.execute(
+                t.jobs.update()
+                .where(t.jobs.c.id == job_id)
+                .values(
+                    state=state,
+                    retries=retries or self.default_retries,
+                    due_at=repository.db_time(self.clock()),
+                    lock_owner=None,
+                    lock_expires_at=None,
+                )
+            )
+            new = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        assert new is not None
+        return _job_info(new)
+
+    def due_jobs(self, now: datetime | None = None, limit: int = 100, *, timers_only: bool = False) -> list[str]:
+        """Ids of jobs due at ``now`` (executable and timers), oldest first."""
+        stamp = repository.db_time(now or self.clock())
+        states = ("timer",) if timers_only else ("executable", "timer")
+        query = (
+            sa.select(t.jobs.c.id)
+            .where(
+                t.jobs.c.state.in_(states),
+                t.jobs.c.due_at <= stamp,
+                sa.or_(t.jobs.c.lock_expires_at.is_(None), t.jobs.c.lock_expires_at < stamp),
+            )
+            .order_by(t.jobs.c.priority.desc(), t.jobs.c.due_at)
+            .limit(limit)
+        )
+        with self.db.connect() as conn:
+            return [r.id for r in conn.execute(query)]
+
+    def execute_job(self, job_id: str) -> str:
+        """Run one job as a command. Returns ``done``, ``failed``, ``incident``, ``gone`` or ``conflict``.
+
+        A failure rolls the job's command back; then, in a new transaction,
+        the job loses one retry and is due again after its back-off, or
+        becomes an incident when none are left.
+        """
+        try:
+            with self._command() as (conn, runner):
+                row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+                if row is None or row.state in ("deadletter", "suspended"):
+                    return "gone"
+                runner.effects.consumed_jobs.add(job_id)
+                self._resume(conn, runner, row)
+            return "done"
+        except Conflict:
+            return "conflict"
+        except UncaughtBpmnError as err:
+            failures.record_failure(self, job_id, err, incident=True)
+            return "incident"
+        except Exception as exc:  # any failure of a job becomes a retry or an incident
+            return failures.record_failure(self, job_id, exc, incident=False, detail=traceback.format_exc())
+
+    def _resume(self, conn: Connection, runner: Runner, row: Any) -> None:
+        kind = JobKind(row.kind)
+        if kind is JobKind.START_TIMER:
+            graph = self._deployer.graph(conn, row.definition_id)
+            start = graph.nodes[row.element_id]
+            self._rearm(runner, row, None, graph)
+            events.start_instance(runner, row.definition_id, graph, {}, None, start=start)
+            return
+        inst = runner.instance(row.instance_id)
+        if inst.state in FINAL_STATES:
+            return
+        if kind is JobKind.TIMER:
+            owner_exists = row.token_id == inst.id or row.token_id in inst.tokens
+            if not owner_exists:
+                return
+            graph = runner.graph_of(inst)
+            element = graph.nodes[row.payload["element"]]
+            if events.is_cycle_reusable(element):
+                self._rearm(runner, row, inst, graph)
+            events.deliver(runner, inst, row.token_id, element.id, None)
+            return
+        token = inst.tokens.get(row.token_id)
+        if token is None or token.wait not in (Wait.ASYNC_BEFORE, Wait.ASYNC_AFTER):
+            return  # stale: the token moved on (e.g. an interrupting boundary event)
+        token.data["resumed"] = 1
+        token.wait = Wait.NONE
+        runner.enqueue(inst, token)
+
+    def _rearm(self, runner: Runner, row: Any, inst: Instance | None, graph: ExecutionGraph) -> None:
+        """Schedule the next firing of a timer cycle."""
+        timer = (row.payload or {}).get("timer") or {}
+        if timer.get("kind") != "timeCycle":
+            return
+        due = repository.py_time(row.due_at) or runner.now
+        nxt = timers.next_cycle(timer["text"], due, timer.get("remaining"))
+        if nxt is None:
+            return
+        from bpmnlite.runtime.effects import JobRecord
+
+        runner.effects.jobs.append(
+            JobRecord(
+                id=new_id(),
+                kind=JobKind(row.kind),
+                instance_id=row.instance_id,
+                token_id=row.token_id,
+                element_id=row.element_id,
+                definition_id=row.definition_id,
+                due_at=nxt.due_at,
+                payload={"timer": timers.to_json(nxt), "element": row.payload["element"]},
+            )
+        )
+
+    def run_jobs(self, *, now: datetime | None = None, max_jobs: int = 10_000, timers_only: bool = False) -> int:
+        """Run due jobs in this thread until none is due (the embedded executor); returns how many ran."""
+        ran = 0
+        while ran < max_jobs:
+            due = self.due_jobs(now, limit=100, timers_only=timers_only)
+            if not due:
+                break
+            for job_id in due:
+                outcome = self.execute_job(job_id)
+                ran += 1
+                if outcome == "conflict":
+                    continue
+        return ran
+
+    def fire_due_timers(self, now: datetime | None = None) -> int:
+        """Fire every timer due at ``now`` (default: the engine clock); returns how many fired."""
+        return self.run_jobs(now=now, timers_only=True)
+
+    # ------------------------------------------------------------------ history
+    def history(self, instance_id: str) -> list[ActivityInfo]:
+        """Activity instances of an instance in start order (element, start, end, outcome)."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.activity_history)
+                .where(t.activity_history.c.instance_id == instance_id)
+                .order_by(t.activity_history.c.seq)
+            )
+            return [
+                ActivityInfo(
+                    r.id,
+                    r.instance_id,
+                    r.element_id,
+                    r.element_kind,
+                    r.element_name,
+                    repository.py_time(r.started_at),
+                    repository.py_time(r.ended_at),
+                    r.outcome,
+                )
+                for r in rows
+            ]
+
+    def variable_history(self, instance_id: str) -> list[VariableChange]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.variable_history)
+                .where(t.variable_history.c.instance_id == instance_id)
+                .order_by(t.variable_history.c.id)
+            )
+            return [
+                VariableChange(r.instance_id, r.name, r.value, r.element_id, repository.py_time(r.at)) for r in rows
+            ]
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot(self, inst: Instance) -> InstanceInfo:
+        return InstanceInfo(
+            id=inst.id,
+            process_key=inst.process_key,
+            definition_id=inst.definition_id,
+            business_key=inst.business_key,
+            state=inst.state.value,
+            variables=dict(inst.variables),
+            active_elements=tuple(inst.active_elements),
+            parent_instance_id=inst.parent_instance_id,
+            error=inst.error,
+        )
+
+
+def _json_vars(variables: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Variables must survive a JSON round trip; say which one does not."""
+    import json
+
+    out = dict(variables or {})
+    for name, value in out.items():
+        if not isinstance(name, str):
+            raise BpmnliteError(f"variable names must be strings, got {name!r}")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise BpmnliteError(f"variable {name!r} cannot be stored: {exc}") from None
+    return out
+
+
+def _info_from_row(row: Any) -> InstanceInfo:
+    inst = repository.instance_from_row(row)
+    return InstanceInfo(
+        id=inst.id,
+        process_key=inst.process_key,
+        definition_id=inst.definition_id,
+        business_key=inst.business_key,
+        state=inst.state.value,
+        variables=dict(inst.variables),
+        active_elements=tuple(inst.active_elements),
+        started_at=repository.py_time(row["started_at"]),
+        ended_at=repository.py_time(row["ended_at"]),
+        parent_instance_id=inst.parent_instance_id,
+        suspended=bool(row["suspended"]),
+        error=inst.error,
+    )
+
+
+def _job_info(r: Any) -> JobInfo:
+    return JobInfo(
+        id=r.id,
+        kind=r.kind,
+        state=r.state,
+        instance_id=r.instance_id,
+        element_id=r.element_id,
+        due_at=repository.py_time(r.due_at),
+        retries=r.retries,
+        attempts=r.attempts,
+        error_message=r.error_message,
+        error_detail=r.error_detail,
+        lock_owner=r.lock_owner,
+        lock_expires_at=repository.py_time(r.lock_expires_at),
+        exclusive=r.exclusive,
+        priority=r.priority,
+    )
+
+
+__all__ = ["Engine", "InstanceState"]

@@ -1,0 +1,1 @@
+"""Jobs: persisted continuations (async flags, timers), their retries and incidents."""

@@ -1,0 +1,153 @@
+"""Gateways and conditional flows: which way a token goes, and when joins fire.
+
+* Exclusive: the first flow (document order) whose condition holds, else the
+  default flow, else an error naming the gateway.
+* Parallel: every outgoing flow, conditions ignored; the join waits for one
+  token per incoming flow (the BPMN rule; a loop-back into a parallel join is
+  refused at deploy time because it would wait forever).
+* Inclusive: every flow whose condition holds (else the default); the join
+  waits only for tokens that can still arrive, using reachability sets
+  precomputed in the execution graph.
+* Event-based: see ``events``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bpmnlite.errors import ExecutionError, ExpressionError
+from bpmnlite.expressions import is_truthy_condition
+from bpmnlite.model import FlowNode, NodeKind, SequenceFlow
+from bpmnlite.runtime.state import Instance, Phase, Token, Wait
+
+if TYPE_CHECKING:
+    from bpmnlite.runtime.runner import Runner
+
+
+def _holds(runner: Runner, inst: Instance, token: Token, flow: SequenceFlow) -> bool:
+    if flow.condition is None or flow.condition == "":
+        return True
+    value = runner.evaluate(inst, token, flow.condition, flow)
+    try:
+        return is_truthy_condition(value, expression=flow.condition)
+    except ExpressionError as exc:
+        raise exc.at(flow.id, flow.line) from None
+
+
+def select_outgoing(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> list[SequenceFlow]:
+    """The flows a token leaving ``node`` takes."""
+    graph = runner.graph_of(inst)
+    if not node.outgoing:
+        return []
+    flows = [graph.flows[f] for f in node.outgoing]
+    kind = node.kind
+    if kind is NodeKind.PARALLEL_GATEWAY:
+        return flows
+    if kind is NodeKind.EXCLUSIVE_GATEWAY:
+        for flow in flows:
+            if flow.id != node.default_flow and _holds(runner, inst, token, flow):
+                return [flow]
+        if node.default_flow:
+            return [graph.flows[node.default_flow]]
+        raise ExecutionError(
+            "no outgoing flow of the exclusive gateway has a condition that holds, and it has no default flow",
+            element_id=node.id,
+            instance_id=inst.id,
+        )
+    if len(flows) == 1 and flows[0].condition is None and kind is not NodeKind.INCLUSIVE_GATEWAY:
+        return flows
+    taken = [f for f in flows if f.id != node.default_flow and _holds(runner, inst, token, f)]
+    if taken:
+        return taken
+    if node.default_flow:
+        return [graph.flows[node.default_flow]]
+    if kind is NodeKind.INCLUSIVE_GATEWAY:
+        raise ExecutionError(
+            "no outgoing flow of the inclusive gateway has a condition that holds, and it has no default flow",
+            element_id=node.id,
+            instance_id=inst.id,
+        )
+    # an activity whose conditional flows all fail: the token ends here (BPMN implicit end)
+    return []
+
+
+def execute_gateway(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    """Run a parallel/inclusive/exclusive gateway: join first if it has several inputs."""
+    if len(node.incoming) > 1 and node.kind is NodeKind.PARALLEL_GATEWAY:
+        _arrive_at_join(runner, inst, token, node)
+        _try_parallel_join(runner, inst, node, token.parent_id)
+        return
+    if len(node.incoming) > 1 and node.kind is NodeKind.INCLUSIVE_GATEWAY:
+        _arrive_at_join(runner, inst, token, node)
+        try_inclusive_join(runner, inst, node, token.parent_id)
+        return
+    runner.complete(inst, token)
+
+
+def _arrive_at_join(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    token.wait = Wait.JOIN
+
+
+def _waiting_at(inst: Instance, node: FlowNode, scope: str | None) -> list[Token]:
+    return [t for t in inst.tokens.values() if t.node_id == node.id and t.parent_id == scope and t.wait is Wait.JOIN]
+
+
+def _fire(runner: Runner, inst: Instance, node: FlowNode, arrived: list[Token]) -> None:
+    """Consume one waiting token per flow and let a single token go on."""
+    by_flow: dict[str | None, Token] = {}
+    for t in arrived:
+        by_flow.setdefault(t.flow_id, t)
+    consumed = list(by_flow.values())
+    survivor = consumed[0]
+    for t in consumed[1:]:
+        runner.end_activity(inst, t)
+        runner.clear_rows(t)
+        inst.tokens.pop(t.id, None)
+    survivor.wait = Wait.NONE
+    survivor.flow_id = None
+    runner.complete(inst, survivor)
+
+
+def _try_parallel_join(runner: Runner, inst: Instance, node: FlowNode, scope: str | None) -> None:
+    waiting = _waiting_at(inst, node, scope)
+    flows = {t.flow_id for t in waiting}
+    if all(f in flows for f in node.incoming):
+        _fire(runner, inst, node, waiting)
+
+
+def try_inclusive_join(runner: Runner, inst: Instance, node: FlowNode, scope: str | None) -> bool:
+    """Fire the inclusive join if no token that could still reach it is left."""
+    waiting = _waiting_at(inst, node, scope)
+    if not waiting:
+        return False
+    have = {t.flow_id for t in waiting}
+    missing = [f for f in node.incoming if f not in have]
+    if missing:
+        reach = runner.graph_of(inst).inclusive_reach.get(node.id, {})
+        for other in inst.tokens.values():
+            if other.parent_id != scope or other.wait is Wait.JOIN and other.node_id == node.id:
+                continue
+            if any(other.node_id in reach.get(f, ()) for f in missing):
+                return False
+            if other.node_id == node.id and other.phase is Phase.ARRIVE:
+                return False  # about to arrive (e.g. waiting for its async-before job)
+    _fire(runner, inst, node, waiting)
+    return True
+
+
+def recheck_inclusive_joins(runner: Runner) -> bool:
+    """After the queue drained: fire inclusive joins no other token can reach any more."""
+    fired = False
+    for inst in runner.instances.values():
+        graph = runner.graph_of(inst)
+        if not graph.inclusive_reach:
+            continue
+        seen: set[tuple[str, str | None]] = set()
+        for token in list(inst.tokens.values()):
+            if token.wait is not Wait.JOIN or (token.node_id, token.parent_id) in seen:
+                continue
+            node = graph.nodes[token.node_id]
+            if node.kind is NodeKind.INCLUSIVE_GATEWAY:
+                seen.add((token.node_id, token.parent_id))
+                fired = try_inclusive_join(runner, inst, node, token.parent_id) or fired
+    return fired and bool(runner.queue)

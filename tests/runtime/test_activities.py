@@ -1,0 +1,214 @@
+"""Activities: sub-processes, call activities, multi-instance."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpmnlite import Engine, ExecutionError
+
+from ..bpmn import bpmn, chain, flow
+
+
+def test_embedded_subprocess_runs_and_completes_scope(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        """
+        <startEvent id="s"/>
+        <subProcess id="sub">
+          <startEvent id="ss"/><userTask id="inner"/><endEvent id="se"/>
+          <sequenceFlow id="i1" sourceRef="ss" targetRef="inner"/><sequenceFlow id="i2" sourceRef="inner" targetRef="se"/>
+        </subProcess>
+        <scriptTask id="after"><script>after = True</script></scriptTask><endEvent id="e"/>
+        """
+        + chain("s", "sub", "after", "e")
+    ))
+    inst = engine.start("p")
+    assert inst.active_elements == ("inner",)
+    done = engine.complete_task(engine.tasks(instance_id=inst.id)[0].id)
+    assert done.state == "completed" and done.variables == {"after": True}
+    kinds = {a.element_id: a.element_kind for a in engine.history(inst.id)}
+    assert kinds["sub"] == "subProcess"
+
+
+CHILD = bpmn(
+    """
+    <startEvent id="cs"/><scriptTask id="work"><script>result = input * 2
+secret = 1</script></scriptTask><userTask id="child_wait"/><endEvent id="ce"/>
+    """
+    + chain("cs", "work", "child_wait", "ce"),
+    "child",
+)
+
+PARENT = bpmn(
+    """
+    <startEvent id="s"/>
+    <callActivity id="call" calledElement="child">
+      <extensionElements>
+        <camunda:in source="amount" target="input"/>
+        <camunda:in businessKey="${execution.processBusinessKey}"/>
+        <camunda:out source="result" target="doubled"/>
+      </extensionElements>
+    </callActivity>
+    <endEvent id="e"/>
+    """
+    + chain("s", "call", "e"),
+    "parent",
+)
+
+
+def test_call_activity_with_mappings_and_business_key(engine: Engine) -> None:
+    engine.deploy(CHILD)
+    engine.deploy(PARENT)
+    parent = engine.start("parent", {"amount": 21, "private": "x"}, business_key="bk-1")
+    assert parent.state == "waiting" and parent.active_elements == ("call",)
+    children = engine.instances(parent_instance_id=parent.id)
+    assert len(children) == 1
+    child = children[0]
+    assert child.business_key == "bk-1"
+    assert child.variables == {"input": 21, "result": 42, "secret": 1}
+    engine.complete_task(engine.tasks(instance_id=child.id)[0].id)
+    done = engine.instance(parent.id)
+    assert done.state == "completed"
+    assert done.variables == {"amount": 21, "private": "x", "doubled": 42}
+
+
+def test_call_activity_all_variables_flowable_form(engine: Engine) -> None:
+    engine.deploy(CHILD)
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><callActivity id="call" calledElement="child"><extensionElements>'
+        '<flowable:in variables="all"/><flowable:out variables="all"/></extensionElements></callActivity>'
+        '<endEvent id="e"/>' + chain("s", "call", "e"),
+        "parent2",
+    ))
+    parent = engine.start("parent2", {"input": 5})
+    child = engine.instances(parent_instance_id=parent.id)[0]
+    assert child.variables["input"] == 5
+    engine.complete_task(engine.tasks(instance_id=child.id)[0].id)
+    assert engine.instance(parent.id).variables == {"input": 5, "result": 10, "secret": 1}
+
+
+def test_cancel_parent_cancels_child(engine: Engine) -> None:
+    engine.deploy(CHILD)
+    engine.deploy(PARENT)
+    parent = engine.start("parent", {"amount": 1})
+    child = engine.instances(parent_instance_id=parent.id)[0]
+    engine.cancel(parent.id)
+    assert engine.instance(child.id).state == "cancelled"
+
+
+def test_error_in_child_is_caught_by_boundary_on_call_activity(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="cs"/><endEvent id="ce"><errorEventDefinition errorRef="er"/></endEvent>' + flow("cs", "ce"),
+        "failing_child", extra='<error id="er" errorCode="Broken"/>',
+    ))
+    engine.deploy(bpmn(
+        """
+        <startEvent id="s"/><callActivity id="call" calledElement="failing_child"/>
+        <boundaryEvent id="caught" attachedToRef="call"><errorEventDefinition errorRef="er"/></boundaryEvent>
+        <endEvent id="e"/><endEvent id="handled"/>
+        """
+        + flow("s", "call") + flow("call", "e") + flow("caught", "handled"),
+        "catching_parent", extra='<error id="er" errorCode="Broken"/>',
+    ))
+    parent = engine.start("catching_parent")
+    assert parent.state == "completed"
+    assert "handled" in [a.element_id for a in engine.history(parent.id)]
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_multi_instance_collection_standard_and_camunda(engine: Engine, sequential: bool) -> None:
+    seq = "true" if sequential else "false"
+    engine.deploy(bpmn(
+        f"""
+        <startEvent id="s"/>
+        <userTask id="review">
+          <multiInstanceLoopCharacteristics isSequential="{seq}" camunda:collection="reviewers" camunda:elementVariable="reviewer"/>
+        </userTask>
+        <scriptTask id="after"><script>finished = True</script></scriptTask>
+        <endEvent id="e"/>
+        """
+        + chain("s", "review", "after", "e")
+    ))
+    inst = engine.start("p", {"reviewers": ["ann", "bob", "cy"]})
+    seen = []
+    for _ in range(3):
+        tasks = engine.tasks(instance_id=inst.id)
+        assert len(tasks) == (1 if sequential else 3 - len(seen))
+        engine.complete_task(tasks[0].id, {"last": tasks[0].id})
+        seen.append(tasks[0].id)
+    done = engine.instance(inst.id)
+    assert done.state == "completed" and done.variables["finished"] is True
+    assert "reviewer" not in done.variables and "loopCounter" not in done.variables
+
+
+def test_multi_instance_element_variable_visible_to_scripts(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        """
+        <startEvent id="s"/>
+        <scriptTask id="sq"><multiInstanceLoopCharacteristics isSequential="true">
+            <loopDataInputRef>numbers</loopDataInputRef><inputDataItem name="n"/>
+          </multiInstanceLoopCharacteristics>
+          <script>total = total + n * 10 + loopCounter</script></scriptTask>
+        <endEvent id="e"/>
+        """
+        + chain("s", "sq", "e")
+    ))
+    inst = engine.start("p", {"numbers": [1, 2, 3], "total": 0})
+    assert inst.variables["total"] == 60 + 0 + 1 + 2
+
+
+def test_multi_instance_cardinality_and_completion_condition(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        """
+        <startEvent id="s"/>
+        <userTask id="vote"><multiInstanceLoopCharacteristics isSequential="false">
+            <loopCardinality>${voters}</loopCardinality>
+            <completionCondition>${nrOfCompletedInstances &gt;= 2}</completionCondition>
+          </multiInstanceLoopCharacteristics></userTask>
+        <endEvent id="e"/>
+        """
+        + chain("s", "vote", "e")
+    ))
+    inst = engine.start("p", {"voters": 4})
+    tasks = engine.tasks(instance_id=inst.id)
+    assert len(tasks) == 4
+    engine.complete_task(tasks[0].id)
+    assert engine.complete_task(tasks[1].id).state == "completed"
+    assert engine.tasks(instance_id=inst.id) == []
+    assert len(engine.tasks(instance_id=inst.id, state="cancelled")) == 2
+
+
+def test_multi_instance_subprocess_parallel(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        """
+        <startEvent id="s"/>
+        <subProcess id="per_item">
+          <multiInstanceLoopCharacteristics flowable:collection="items" flowable:elementVariable="item"/>
+          <startEvent id="ss"/><userTask id="handle"/><endEvent id="se"/>
+          <sequenceFlow id="i1" sourceRef="ss" targetRef="handle"/><sequenceFlow id="i2" sourceRef="handle" targetRef="se"/>
+        </subProcess>
+        <endEvent id="e"/>
+        """
+        + chain("s", "per_item", "e")
+    ))
+    inst = engine.start("p", {"items": ["a", "b"]})
+    tasks = engine.tasks(instance_id=inst.id)
+    assert len(tasks) == 2
+    engine.complete_task(tasks[0].id)
+    assert engine.complete_task(tasks[1].id).state == "completed"
+
+
+def test_multi_instance_empty_collection_skips(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><userTask id="t"><multiInstanceLoopCharacteristics camunda:collection="xs" '
+        'camunda:elementVariable="x"/></userTask><endEvent id="e"/>' + chain("s", "t", "e")
+    ))
+    assert engine.start("p", {"xs": []}).state == "completed"
+
+
+def test_multi_instance_bad_collection_names_element(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><userTask id="t"><multiInstanceLoopCharacteristics camunda:collection="xs" '
+        'camunda:elementVariable="x"/></userTask><endEvent id="e"/>' + chain("s", "t", "e")
+    ))
+    with pytest.raises(ExecutionError, match="'t'"):
+        engine.start("p", {"xs": 5})

@@ -1,0 +1,185 @@
+"""The engine's commands: deploy, start, tasks, rollback, versions, history."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpmnlite import Engine, ExecutionError, ModelError, NotFound
+
+from .bpmn import bpmn, chain, flow
+from .conftest import Recorder
+
+STRAIGHT = bpmn(
+    """
+    <startEvent id="start"/>
+    <scriptTask id="s1"><script>x = x + 1</script></scriptTask>
+    <scriptTask id="s2"><script>x = x * 10</script></scriptTask>
+    <endEvent id="end"/>
+    """
+    + chain("start", "s1", "s2", "end")
+)
+
+APPROVAL = bpmn(
+    """
+    <startEvent id="start"/>
+    <userTask id="review" name="Review order"/>
+    <scriptTask id="after"><script>total = amount * 2
+checked = True</script></scriptTask>
+    <endEvent id="end"/>
+    """
+    + chain("start", "review", "after", "end"),
+    "approval",
+)
+
+
+def test_straight_through_runs_to_completion(engine: Engine) -> None:
+    engine.deploy(STRAIGHT)
+    inst = engine.start("p", {"x": 1})
+    assert inst.state == "completed"
+    assert inst.variables == {"x": 20}
+    assert inst.active_elements == ()
+    stored = engine.instance(inst.id)
+    assert stored.state == "completed" and stored.variables == {"x": 20}
+    visited = [a.element_id for a in engine.history(inst.id)]
+    assert visited == ["start", "s1", "s2", "end"]
+    assert all(a.ended_at is not None and a.outcome == "completed" for a in engine.history(inst.id))
+
+
+def test_user_task_waits_and_completes(engine: Engine) -> None:
+    engine.deploy(APPROVAL)
+    inst = engine.start("approval", {"amount": 21}, business_key="o-42")
+    assert inst.state == "waiting"
+    assert inst.active_elements == ("review",)
+    tasks = engine.tasks(instance_id=inst.id)
+    assert [(t.element_id, t.name) for t in tasks] == [("review", "Review order")]
+    done = engine.complete_task(tasks[0].id, {"approved": True})
+    assert done.state == "completed"
+    assert done.variables == {"amount": 21, "approved": True, "total": 42, "checked": True}
+    assert engine.tasks(instance_id=inst.id) == []
+    assert engine.instances(business_key="o-42")[0].id == inst.id
+
+
+def test_failing_script_after_user_task_rolls_back_to_the_task(engine: Engine) -> None:
+    model = bpmn(
+        """
+        <startEvent id="start"/>
+        <userTask id="review"/>
+        <scriptTask id="set"><script>y = 5</script></scriptTask>
+        <scriptTask id="broken"><script>z = 1 / 0</script></scriptTask>
+        <endEvent id="end"/>
+        """
+        + chain("start", "review", "set", "broken", "end")
+    )
+    engine.deploy(model)
+    inst = engine.start("p", {"x": 1})
+    task = engine.tasks(instance_id=inst.id)[0]
+    before = engine.instance(inst.id)
+    history_before = engine.history(inst.id)
+    with pytest.raises(ExecutionError) as err:
+        engine.complete_task(task.id, {"approved": True})
+    assert "broken" in str(err.value)
+    assert "ZeroDivisionError" in str(err.value)
+    after = engine.instance(inst.id)
+    assert after.variables == before.variables == {"x": 1}
+    assert after.active_elements == ("review",)
+    assert after.state == "waiting"
+    assert [t.id for t in engine.tasks(instance_id=inst.id)] == [task.id]
+    assert engine.history(inst.id) == history_before
+    assert engine.variable_history(inst.id)[-1].name == "x"
+
+
+def test_deploy_versions(engine: Engine) -> None:
+    first = engine.deploy(APPROVAL)
+    assert first.changed and first.definition("approval").version == 1
+    again = engine.deploy(APPROVAL)
+    assert not again.changed and again.definition("approval").id == first.definition("approval").id
+    inst = engine.start("approval", {"amount": 1})
+    changed = APPROVAL.replace('name="Review order"', 'name="Review it"')
+    second = engine.deploy(changed)
+    assert second.changed and second.definition("approval").version == 2
+    assert [d.version for d in engine.definitions("approval")] == [1, 2]
+    # the running instance keeps version 1; new ones use version 2
+    assert engine.instance(inst.id).definition_id == first.definition("approval").id
+    new = engine.start("approval", {"amount": 1})
+    assert new.definition_id == second.definition("approval").id
+    assert engine.tasks(instance_id=new.id)[0].name == "Review it"
+    old_task = engine.tasks(instance_id=inst.id)[0]
+    assert old_task.name == "Review order"
+    assert engine.complete_task(old_task.id).state == "completed"
+    assert engine.start("approval", {"amount": 1}, version=1).definition_id == first.definition("approval").id
+
+
+def test_invalid_model_deploys_nothing(engine: Engine) -> None:
+    broken = bpmn(
+        """
+        <startEvent id="start"/>
+        <exclusiveGateway id="gw"/>
+        <serviceTask id="svc" bpmnlite:type="no-such-type"/>
+        <endEvent id="end"/>
+        """
+        + flow("start", "gw") + flow("gw", "svc", "${x &gt;}") + flow("gw", "end", "x &lt; 1") + flow("svc", "end")
+    )
+    with pytest.raises(ModelError) as err:
+        engine.deploy(broken)
+    problems = err.value.problems
+    assert any(p.element_id == "svc" and "no-such-type" in p.message for p in problems)
+    assert any(p.element_id == "f_gw_svc" for p in problems)
+    assert engine.definitions() == []
+    with pytest.raises(NotFound):
+        engine.start("p")
+
+
+def test_not_executable_process_is_refused(engine: Engine) -> None:
+    engine.deploy(bpmn('<startEvent id="s"/><endEvent id="e"/>' + flow("s", "e"), executable=False))
+    with pytest.raises(ModelError, match="not executable"):
+        engine.start("p")
+
+
+def test_service_task_and_variables_history(engine: Engine, recorder: Recorder) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="a" bpmnlite:type="record"/>'
+        '<serviceTask id="b" bpmnlite:type="record"/><endEvent id="e"/>' + chain("s", "a", "b", "e")
+    ))
+    inst = engine.start("p")
+    assert inst.variables["trace"] == ["a", "b"]
+    assert recorder.calls == ["a", "b"]
+    changes = [(v.name, v.value, v.element_id) for v in engine.variable_history(inst.id)]
+    assert changes == [("trace", ["a"], "a"), ("trace", ["a", "b"], "b")]
+
+
+def test_unknown_things_are_not_found(engine: Engine) -> None:
+    with pytest.raises(NotFound):
+        engine.instance("nope")
+    with pytest.raises(NotFound):
+        engine.complete_task("nope")
+    with pytest.raises(NotFound):
+        engine.correlate_message("nobody-waits")
+
+
+def test_cancel(engine: Engine) -> None:
+    engine.deploy(APPROVAL)
+    inst = engine.start("approval", {"amount": 1})
+    cancelled = engine.cancel(inst.id)
+    assert cancelled.state == "cancelled"
+    assert engine.tasks(instance_id=inst.id) == []
+    assert engine.tasks(instance_id=inst.id, state="cancelled")[0].element_id == "review"
+    assert engine.instance(inst.id).state == "cancelled"
+
+
+def test_non_json_variable_is_refused_clearly(engine: Engine) -> None:
+    engine.deploy(STRAIGHT)
+    with pytest.raises(Exception, match="variable 'x' cannot be stored"):
+        engine.start("p", {"x": object()})
+
+
+def test_loop_without_wait_state_stops_with_error_naming_loop(db_url: str, recorder: Recorder) -> None:
+    eng = Engine(db_url, plugins=[recorder], max_steps=500)
+    eng.deploy(bpmn(
+        '<startEvent id="s"/><exclusiveGateway id="loop"/><scriptTask id="inc"><script>n = n + 1</script></scriptTask>'
+        + flow("s", "loop") + flow("loop", "inc") + flow("inc", "loop")
+    ))
+    with pytest.raises(ExecutionError) as err:
+        eng.start("p", {"n": 0})
+    assert "loop" in str(err.value) and "500 steps" in str(err.value)
+    assert eng.instances() == []
+    eng.close()
