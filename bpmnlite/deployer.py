@@ -28,6 +28,7 @@ from bpmnlite.records import DefinitionInfo, Deployment
 from bpmnlite.runtime import timers
 from bpmnlite.runtime.effects import Effects, JobKind, JobRecord, SubscriptionKind, SubscriptionRecord
 from bpmnlite.runtime.graph import ExecutionGraph, build_graph
+from bpmnlite.runtime.listeners import execution_listeners, listener_target
 from bpmnlite.runtime.state import new_id
 from bpmnlite.store import repository
 from bpmnlite.store import tables as t
@@ -69,7 +70,7 @@ def _expression_sites(node: FlowNode) -> Iterator[str]:
 def check_for_engine(
     defs: Definitions,
     registry: PluginRegistry,
-    resolve_type: Callable[[FlowNode], str | None],
+    resolve_name: Callable[[str], str],
     functions: dict[str, Callable[..., Any]],
     source_name: str | None,
 ) -> list[Problem]:
@@ -97,7 +98,7 @@ def check_for_engine(
             if node.kind in (NodeKind.SERVICE_TASK, NodeKind.BUSINESS_RULE_TASK) or (
                 node.kind is NodeKind.SEND_TASK and node.task_type
             ):
-                name = resolve_type(node)
+                name = resolve_name(node.task_type) if node.task_type else None
                 known = ", ".join(registry.known_task_types()) or "none registered"
                 if name is None:
                     problem(f"{node.kind.value} has no type (set bpmnlite:type); known types: {known}", node)
@@ -108,6 +109,17 @@ def check_for_engine(
                 if registry.script_language(fmt) is None:
                     langs = ", ".join(registry.known_script_languages()) or "none registered"
                     problem(f"no script language {fmt!r} is registered; known: {langs}", node)
+            for event in ("start", "end"):
+                for ext in execution_listeners(node, event):
+                    target = listener_target(ext)
+                    if target is None:
+                        problem("execution listener needs expression, class or delegateExpression "
+                                "(script listeners are not supported)", node)
+                    elif target[0] == "expression":
+                        check_expr(target[1], node)
+                    elif registry.task_handler(resolve_name(target[1])) is None:
+                        problem(f"no handler for execution listener {target[1]!r}; map it with class_map "
+                                "to a registered task type", node)
             cfg = node.asynchronous
             try:
                 parse_retries(cfg.retries, 3, cfg.retry_backoff)
@@ -132,11 +144,11 @@ class Deployer:
     def __init__(
         self,
         registry: PluginRegistry,
-        resolve_type: Callable[[FlowNode], str | None],
+        resolve_name: Callable[[str], str],
         functions: dict[str, Callable[..., Any]],
     ) -> None:
         self.registry = registry
-        self.resolve_type = resolve_type
+        self.resolve_name = resolve_name
         self.functions = functions
         self._graphs: dict[str, ExecutionGraph] = {}
         self._parsed: dict[str, Definitions] = {}
@@ -147,7 +159,7 @@ class Deployer:
         source_name = name or source_name
         defs = parser.parse(data, source_name=source_name)
         problems = [p if p.source else Problem(p.message, p.element_id, p.line, source_name) for p in validate(defs)]
-        problems += check_for_engine(defs, self.registry, self.resolve_type, self.functions, source_name)
+        problems += check_for_engine(defs, self.registry, self.resolve_name, self.functions, source_name)
         if problems:
             raise ModelError(problems, f"{source_name or 'model'}: {len(problems)} problem(s); nothing was deployed")
         return defs, data, source_name

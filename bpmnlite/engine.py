@@ -74,6 +74,13 @@ class _Env:
             raise ExecutionError(f"no handler for task type {name!r} (known: {known})", element_id=node.id)
         return handler
 
+    def listener_handler(self, name: str, node: FlowNode) -> TaskHandler:
+        type_name = self.engine.resolve_name(name)
+        handler = self.engine.plugins.task_handler(type_name)
+        if handler is None:
+            raise ExecutionError(f"no handler for execution listener {name!r}", element_id=node.id)
+        return handler
+
     def script_language(self, node: FlowNode) -> ScriptLanguage:
         fmt = (node.script_format or "python").lower()
         lang = self.engine.plugins.script_language(fmt)
@@ -130,7 +137,7 @@ class Engine:
         self.clock: Clock = clock or system_clock
         self.max_steps = max_steps
         self.default_retries = default_retries
-        self._deployer = Deployer(self.plugins, self.resolve_task_type, dict(self.plugins.expression_functions))
+        self._deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
         self._listeners_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -150,9 +157,10 @@ class Engine:
 
     def resolve_task_type(self, node: FlowNode) -> str | None:
         """The task type name for a service task, after the class map."""
-        raw = node.task_type
-        if raw is None:
-            return None
+        return None if node.task_type is None else self.resolve_name(node.task_type)
+
+    def resolve_name(self, raw: str) -> str:
+        """A Java class, delegate expression (``${bean}``) or type, mapped through ``class_map``."""
         if raw in self.class_map:
             return self.class_map[raw]
         stripped = raw.strip()

@@ -135,9 +135,7 @@ class PluginRegistry:
         languages = self._collect(_SCRIPT_LANGUAGES, "script language", lower=True)
         functions = self._collect(_EXPRESSION_FUNCTIONS, "expression function", lower=False)
         listened = frozenset(
-            name
-            for name in self._hook_names - _REGISTRATION_HOOKS
-            if getattr(self._pm.hook, name).get_hookimpls()
+            name for name in self._hook_names - _REGISTRATION_HOOKS if getattr(self._pm.hook, name).get_hookimpls()
         )
         self._task_types = MappingProxyType(task_types)
         self._script_languages = MappingProxyType(languages)

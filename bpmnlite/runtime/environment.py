@@ -42,6 +42,10 @@ class Environment(Protocol):
         """The handler for a service/send/business rule task; raises when none fits."""
         ...
 
+    def listener_handler(self, name: str, node: FlowNode) -> TaskHandler:
+        """The handler for an execution listener's class or delegate expression."""
+        ...
+
     def script_language(self, node: FlowNode) -> ScriptLanguage:
         """The runner for a script task's format; raises when none is registered."""
         ...

@@ -20,6 +20,7 @@ from bpmnlite.expressions import evaluate
 from bpmnlite.model import ACTIVITY_KINDS, EventKind, FlowNode, NodeKind, SequenceFlow
 from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord, VariableRecord
 from bpmnlite.runtime.environment import Environment
+from bpmnlite.runtime import listeners
 from bpmnlite.runtime.graph import ExecutionGraph
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
 
@@ -293,6 +294,8 @@ class Runner:
                 return
             resumed = False
             token.phase = Phase.EXECUTE
+            if node.extensions and not token.data.get("mi_inner"):
+                listeners.fire(self, inst, token, node, "start")
         if token.phase is Phase.EXECUTE:
             if node.multi_instance is not None and not token.data.get("mi_inner"):
                 activities.start_multi_instance(self, inst, token, node)
@@ -320,6 +323,8 @@ class Runner:
     def leave(self, inst: Instance, token: Token, node: FlowNode, *, resumed: bool = False) -> None:
         from bpmnlite.runtime import gateways
 
+        if node.extensions and not resumed:
+            listeners.fire(self, inst, token, node, "end")
         take = token.data.pop("take", None)
         if take is not None:
             flows = [self.graph_of(inst).flows[take]]
@@ -327,8 +332,9 @@ class Runner:
             flows = gateways.select_outgoing(self, inst, token, node)
         if node.asynchronous.after and not resumed:
             self.clear_rows(token)
-            if len(flows) > 1:
-                # Camunda's rule: one job per outgoing flow taken
+            # Camunda's rule: one job per outgoing flow taken; a model written for Flowable
+            # (flowable:asyncLeave) keeps Flowable's: one job that then takes every flow
+            if len(flows) > 1 and "flowable:asyncLeave" not in node.attributes:
                 for flow in flows[1:]:
                     twin = self.new_token(inst, node.id, parent_id=token.parent_id, phase=Phase.LEAVE)
                     twin.wait = Wait.ASYNC_AFTER

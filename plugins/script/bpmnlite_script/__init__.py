@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bpmnlite.hookspecs import ScriptLanguage, hookimpl
-
 from bpmnlite_script.sandbox import DEFAULT_ALLOWED_MODULES, Limits, PythonScript
 
 __all__ = ["DEFAULT_ALLOWED_MODULES", "Limits", "PythonScript", "python_script", "bpmnlite_script_languages"]

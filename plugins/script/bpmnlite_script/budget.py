@@ -70,8 +70,18 @@ class _Tracer(Protocol):
 class Budget:
     """The state of one sandboxed run: what it used so far and the first refusal."""
 
-    __slots__ = ("limits", "element_id", "allowed_modules", "lines", "deadline", "refusal",
-                 "charged", "unchecked", "baseline", "_line_tracer")
+    __slots__ = (
+        "limits",
+        "element_id",
+        "allowed_modules",
+        "lines",
+        "deadline",
+        "refusal",
+        "charged",
+        "unchecked",
+        "baseline",
+        "_line_tracer",
+    )
 
     def __init__(self, limits: Limits, element_id: str, allowed_modules: frozenset[str]) -> None:
         self.limits = limits

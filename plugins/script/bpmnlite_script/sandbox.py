@@ -1,143 +1,67 @@
 """The ``python`` script language: RestrictedPython with budgets, or plain Python when trusted.
 
 A script sees the instance variables as names and hands back the names it
-assigned. It works on deep copies, so the only way it changes the instance is
-through the names it returns.
+assigned. It works on private copies, so the only way it changes the instance
+is through the names it returns.
 """
 
 from __future__ import annotations
 
-import ast
 import builtins
 import copy
 import datetime
 import decimal
 import functools
-import re
 import sys
 import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
 from fractions import Fraction
 from types import BuiltinFunctionType, CodeType, FunctionType, GeneratorType, MethodType, ModuleType, TracebackType
 from typing import Any
 
 from bpmnlite.errors import BpmnError, ScriptError
-from RestrictedPython import compile_restricted_exec
-from RestrictedPython.transformer import IOPERATOR_TO_STR, RestrictingNodeTransformer
-
-from bpmnlite_script import budget, guards
+from bpmnlite_script import budget
 from bpmnlite_script.budget import SCRIPT_FILENAME, Budget, Limits, Refusal
-from bpmnlite_script.guards import DEFAULT_ALLOWED_MODULES, GuardedType, ModuleView
+from bpmnlite_script.compiler import compile_script
+from bpmnlite_script.guards import GuardedType
+from bpmnlite_script.modules import DEFAULT_ALLOWED_MODULES, ModuleView, decimal_context
+from bpmnlite_script.names import SAFE_BUILTINS
 
 __all__ = ["DEFAULT_ALLOWED_MODULES", "Limits", "PythonScript"]
 
-COMPILE_CACHE_SIZE = 1024
-"""Compiled scripts kept (keyed by text and trust); a deployment rarely has more distinct scripts."""
-
+_TRUSTED_BUILTINS = {**vars(builtins), "BpmnError": BpmnError}
 # Values that are not data: never written back as variables.
-_NOT_DATA = (ModuleType, FunctionType, BuiltinFunctionType, MethodType, type, GeneratorType, ModuleView, GuardedType,
-             functools.partial)
+_NOT_DATA = (
+    ModuleType,
+    FunctionType,
+    BuiltinFunctionType,
+    MethodType,
+    type,
+    GeneratorType,
+    ModuleView,
+    GuardedType,
+    functools.partial,
+)
 # Values that cannot change, so the script may share them with the engine.
-_IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None), decimal.Decimal, Fraction,
-                        datetime.date, datetime.datetime, datetime.time, datetime.timedelta, uuid.UUID})
-_GUARDED_BINOPS: dict[type[ast.operator], str] = {
-    ast.Add: "_add_", ast.Mult: "_mul_", ast.Pow: "_pow_", ast.LShift: "_lshift_", ast.Mod: "_mod_",
-}
-_RESTRICTED_ERROR = re.compile(r"^Line (\d+): (.*)$", re.DOTALL)
-
-
-class _Policy(RestrictingNodeTransformer):
-    """RestrictedPython's policy plus the size guards and un-catchable refusals."""
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
-        # A class could define __eq__ that the engine calls after the run, outside any budget.
-        self.error(node, "class definitions are not allowed in sandboxed scripts")
-        return node
-
-    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
-        node = self.node_contents_visit(node)
-        guard = _GUARDED_BINOPS.get(type(node.op))
-        if guard is None:
-            return node
-        return _call(guard, [node.left, node.right], node)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
-        target = node.target
-        if not isinstance(target, ast.Subscript) or any(isinstance(n, ast.Slice) for n in ast.walk(target.slice)):
-            return super().visit_AugAssign(node)
-        # d[k] += 1 is common in scripts; RestrictedPython alone refuses it.
-        target.value = self.visit(target.value)
-        target.slice = self.visit(target.slice)
-        value = self.visit(node.value)
-        op = ast.Constant(IOPERATOR_TO_STR[type(node.op)])
-        return ast.copy_location(ast.Expr(_call("_augitem_", [target.value, target.slice, op, value], node)), node)
-
-    def visit_FormattedValue(self, node: ast.FormattedValue) -> ast.AST:
-        node = self.node_contents_visit(node)
-        spec = node.format_spec if node.format_spec is not None else ast.Constant("")
-        call = _call("_format_", [node.value, ast.Constant(node.conversion), spec], node)
-        return ast.copy_location(ast.FormattedValue(value=call, conversion=-1, format_spec=None), node)
-
-    def visit_While(self, node: ast.While) -> ast.AST:
-        node = self.node_contents_visit(node)
-        # `while True: pass` compiles to a jump onto itself, which raises no line
-        # event; a name load in front gives the loop a line the tracer sees.
-        first = node.body[0]
-        node.body.insert(0, ast.copy_location(ast.Expr(ast.copy_location(ast.Name("_check_", ast.Load()), first)), first))
-        return node
-
-    def visit_Try(self, node: ast.Try) -> ast.AST:
-        node = self.node_contents_visit(node)
-        for handler in node.handlers:
-            handler.body.insert(0, ast.copy_location(ast.Expr(_call("_check_", [], handler)), handler))
-        if node.finalbody:
-            first = node.finalbody[0]
-            node.finalbody.insert(0, ast.copy_location(ast.Expr(_call("_check_", [], first)), first))
-        return node
-
-
-def _call(name: str, args: list[ast.expr], where: ast.AST) -> ast.Call:
-    func = ast.copy_location(ast.Name(name, ast.Load()), where)
-    call = ast.Call(func=func, args=args, keywords=[])
-    for arg in args:
-        if not hasattr(arg, "lineno"):
-            ast.copy_location(arg, where)
-    return ast.copy_location(call, where)
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    code: CodeType | None
-    problem: str | None = None
-    line: int | None = None
-
-
-@functools.lru_cache(maxsize=COMPILE_CACHE_SIZE)
-def compile_script(script: str, trusted: bool) -> _Compiled:
-    """Compile once per distinct script; a refused or broken script is cached as such too."""
-    try:
-        tree = ast.parse(script, SCRIPT_FILENAME, "exec")
-    except (SyntaxError, ValueError) as exc:
-        line = getattr(exc, "lineno", None)
-        where = f" at line {line}" if line else ""
-        return _Compiled(None, f"script has a syntax error{where}: {getattr(exc, 'msg', exc)}", line)
-    if trusted:
-        return _Compiled(compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True))
-    result = compile_restricted_exec(tree, SCRIPT_FILENAME, policy=_Policy)
-    if result.errors:
-        reasons, lines = [], []
-        for error in result.errors:
-            match = _RESTRICTED_ERROR.match(error)
-            if match and match.group(1).isdigit():
-                lines.append(int(match.group(1)))
-                reasons.append(f"line {match.group(1)}: {match.group(2)}")
-            else:
-                reasons.append(error)
-        if len(reasons) == 1 and lines:
-            return _Compiled(None, f"script refused at line {lines[0]}: {reasons[0].split(': ', 1)[1]}", lines[0])
-        return _Compiled(None, "script refused: " + "; ".join(reasons), lines[0] if lines else None)
-    return _Compiled(result.code)
+_IMMUTABLE = frozenset(
+    {
+        int,
+        float,
+        complex,
+        bool,
+        str,
+        bytes,
+        type(None),
+        decimal.Decimal,
+        Fraction,
+        datetime.date,
+        datetime.datetime,
+        datetime.time,
+        datetime.timedelta,
+        uuid.UUID,
+    }
+)
+_FAST_COPY_DEPTH = 32
 
 
 class PythonScript:
@@ -149,11 +73,12 @@ class PythonScript:
             Each reaches the script as a read-only view of its public API
             without submodules; add a module only if all of that is safe.
 
-    The attributes of the same names may be changed later; a run uses the
-    values current when it starts.
+    Both are attributes too; a run uses the values current when it starts.
     """
 
-    def __init__(self, *, limits: Limits | None = None, allowed_modules: Iterable[str] = DEFAULT_ALLOWED_MODULES) -> None:
+    def __init__(
+        self, *, limits: Limits | None = None, allowed_modules: Iterable[str] = DEFAULT_ALLOWED_MODULES
+    ) -> None:
         self.limits = limits or Limits()
         self.allowed_modules = frozenset(allowed_modules)
         dotted = sorted(m for m in self.allowed_modules if "." in m)
@@ -167,37 +92,36 @@ class PythonScript:
 
         Returns:
             Every name the script bound to a new or changed value (changes
-            inside a list or dict count), except names starting with ``_``
-            and modules, functions and classes. A deleted name is not reported.
+            inside a list or dict count), except names starting with ``_`` and
+            modules, functions and classes. A deleted name is not reported.
 
         Raises:
-            ScriptError: the script was refused (compile time or run time),
-                stopped by a budget, or raised; the message names the element
-                and the line.
+            ScriptError: the script was refused (when compiled or while
+                running), stopped by a budget, or raised; the message names the
+                element and the line.
             BpmnError: raised by the script, unchanged.
         """
         compiled = compile_script(script, trusted)
         if compiled.code is None:
             raise ScriptError(compiled.problem or "script refused", element_id=element_id, line=compiled.line)
-        inputs = {name: _private_copy(value) for name, value in variables.items()}
+        namespace: dict[str, Any] = {
+            "__builtins__": _TRUSTED_BUILTINS if trusted else SAFE_BUILTINS,
+            "__name__": "<script>",
+        }
+        for name, value in variables.items():
+            namespace[name] = private_copy(value)
         if trusted:
-            namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": "<script>", "BpmnError": BpmnError}
-            base: Mapping[str, Any] = namespace.copy()
-            namespace.update(inputs)
             _execute(compiled.code, namespace, element_id)
         else:
-            base = guards.BASE_GLOBALS
-            namespace = dict(base)
-            namespace.update(inputs)
             self._run_sandboxed(compiled.code, namespace, element_id)
-        return _assigned(namespace, variables, base)
+        return _assigned(namespace, variables)
 
     def _run_sandboxed(self, code: CodeType, namespace: dict[str, Any], element_id: str) -> None:
         limits = self.limits
         run = Budget(limits, element_id, self.allowed_modules)
         previous = budget.enter(run)
         old_context = decimal.getcontext()
-        decimal.setcontext(guards.decimal_context(limits).copy())
+        decimal.setcontext(decimal_context(limits))
         old_trace = sys.gettrace()
         sys.settrace(run.trace_call)
         try:
@@ -224,8 +148,9 @@ def _execute(code: CodeType, namespace: dict[str, Any], element_id: str) -> None
     except BaseException as exc:
         line = _script_line(exc.__traceback__)
         where = f" at line {line}" if line else ""
-        raise ScriptError(f"script failed: {type(exc).__name__}: {exc}{where}", element_id=element_id,
-                          line=line) from exc
+        raise ScriptError(
+            f"script failed: {type(exc).__name__}: {exc}{where}", element_id=element_id, line=line
+        ) from exc
 
 
 def _script_line(tb: TracebackType | None) -> int | None:
@@ -238,25 +163,52 @@ def _script_line(tb: TracebackType | None) -> int | None:
     return line
 
 
-def _private_copy(value: Any) -> Any:
-    """A copy the script may change freely; immutable values are shared."""
+def private_copy(value: Any) -> Any:
+    """A copy the script may change freely; immutable values are shared.
+
+    Lists and dicts of plain values (what process variables mostly are) are
+    copied directly, several times faster than ``deepcopy``; anything else,
+    or data nested deeper than a few levels, goes through ``deepcopy``. An
+    object that cannot be copied is passed as it is: a sandboxed script can
+    only call its methods, not set its attributes.
+    """
     if type(value) in _IMMUTABLE:
         return value
     try:
+        return _fast_copy(value, _FAST_COPY_DEPTH)
+    except _NotPlain:
+        pass
+    try:
         return copy.deepcopy(value)
     except Exception:
-        return value  # not copyable: the sandbox can still only call its methods
+        return value
 
 
-def _assigned(namespace: Mapping[str, Any], before: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+class _NotPlain(Exception):
+    pass
+
+
+def _fast_copy(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if depth == 0:
+        raise _NotPlain
+    if kind is list:
+        return [_fast_copy(item, depth - 1) for item in value]
+    if kind is dict:
+        return {key: _fast_copy(item, depth - 1) for key, item in value.items()}
+    if kind is tuple:
+        return tuple(_fast_copy(item, depth - 1) for item in value)
+    raise _NotPlain
+
+
+def _assigned(namespace: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
     changed: dict[str, Any] = {}
     for name, value in namespace.items():
-        if name[:1] == "_" or isinstance(value, _NOT_DATA):
+        if name.startswith("_") or isinstance(value, _NOT_DATA):
             continue
-        if name in before:
-            if not _differs(value, before[name]):
-                continue
-        elif name in base and value is base[name]:
+        if name in before and not _differs(value, before[name]):
             continue
         changed[name] = value
     return changed
