@@ -14,16 +14,18 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bpmnlite.deployer import Deployer, Source
+from bpmnlite.dispatch import Dispatcher
 from bpmnlite.errors import BpmnliteError, UncaughtBpmnError, Conflict, ExecutionError, ModelError, NotFound, Problem
 from bpmnlite.hookspecs import ScriptLanguage, TaskHandler
-from bpmnlite.jobs import failures
+from bpmnlite.jobs import executor, failures
+from bpmnlite.jobs.acquire import Claim, release
 from bpmnlite.model import Definitions, FlowNode
 from bpmnlite.plugins import PluginRegistry
 from bpmnlite.records import ActivityInfo, DefinitionInfo, Deployment, InstanceInfo, JobInfo, TaskInfo, VariableChange
@@ -91,6 +93,13 @@ class _Env:
     def new_instance_id(self) -> str:
         return new_id()
 
+    def queued_jobs(self, definition_id: str, element_id: str) -> int:
+        query = sa.select(sa.func.count()).select_from(t.jobs).where(
+            t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
+            t.jobs.c.state == "executable",
+        )
+        return int(self.conn.execute(query).scalar() or 0)
+
     def has_listeners(self, hook: str) -> bool:
         return self.engine.plugins.has_listeners(hook)
 
@@ -126,6 +135,9 @@ class Engine:
         max_steps: int = 100_000,
         default_retries: int = 3,
         create_schema: bool = True,
+        broker_url: str | None = None,
+        lock_duration: timedelta = timedelta(minutes=5),
+        resend_after: timedelta = timedelta(seconds=30),
     ) -> None:
         self.url = url
         self.db = database.connect(url)
@@ -137,6 +149,12 @@ class Engine:
         self.clock: Clock = clock or system_clock
         self.max_steps = max_steps
         self.default_retries = default_retries
+        self.lock_duration = lock_duration
+        self.resend_after = resend_after
+        self._inline_owner = f"inline:{new_id()[:8]}"
+        self.dispatcher: Dispatcher | None = None
+        if broker_url is not None:
+            self.dispatcher = Dispatcher(self, broker_url, time_limit=int(lock_duration.total_seconds() * 1000))
         self._deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
         self._listeners_lock = threading.Lock()
 
@@ -170,13 +188,21 @@ class Engine:
         return raw
 
     @contextmanager
-    def _command(self) -> Iterator[tuple[Connection, Runner]]:
-        """One transaction and one runner; writes everything the runner did at the end."""
+    def _command(self, claim: Claim | None = None) -> Iterator[tuple[Connection, Runner]]:
+        """One transaction and one runner; writes everything the runner did at the end.
+
+        With ``claim`` (a job's command), the job lock must still be ours at
+        commit time, and the instance lease is released in the same transaction.
+        Messages for the jobs the command created are sent after the commit.
+        """
         with self.db.begin() as conn:
             env = _Env(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
             runner = Runner(env)
             yield conn, runner
             self._settle(conn, runner)
+            if claim is not None:
+                release(conn, claim)
+        self._send(runner.created_jobs)
         self._notify(runner.effects)
 
     def _settle(self, conn: Connection, runner: Runner) -> None:
@@ -199,6 +225,9 @@ class Engine:
 
     def _flush(self, conn: Connection, runner: Runner, events_seen: list[tuple[str, dict[str, Any]]]) -> None:
         now = runner.now
+        for job in runner.effects.jobs:
+            if job.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER):
+                runner.created_jobs.append(job.id)
         for inst in runner.instances.values():
             repository.save_instance(conn, inst, now)
         repository.write_effects(conn, runner.effects, now, self.default_retries)
@@ -556,27 +585,57 @@ class Engine:
             return [r.id for r in conn.execute(query)]
 
     def execute_job(self, job_id: str) -> str:
-        """Run one job as a command. Returns ``done``, ``failed``, ``incident``, ``gone`` or ``conflict``.
+        """Run one job now, in this thread, as a worker would (see ``run_job``)."""
+        return self.run_job(job_id, owner=self._inline_owner)
+
+    def run_job(self, job_id: str, *, owner: str) -> str:
+        """Acquire and run one job. Returns done, failed, incident, conflict, skipped or gone.
 
         A failure rolls the job's command back; then, in a new transaction,
         the job loses one retry and is due again after its back-off, or
-        becomes an incident when none are left.
+        becomes an incident when none are left. A conflict with another
+        command makes it run again without spending a retry.
         """
-        try:
-            with self._command() as (conn, runner):
-                row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
-                if row is None or row.state in ("deadletter", "suspended"):
-                    return "gone"
-                runner.effects.consumed_jobs.add(job_id)
-                self._resume(conn, runner, row)
-            return "done"
-        except Conflict:
-            return "conflict"
-        except UncaughtBpmnError as err:
-            failures.record_failure(self, job_id, err, incident=True)
-            return "incident"
-        except Exception as exc:  # any failure of a job becomes a retry or an incident
-            return failures.record_failure(self, job_id, exc, incident=False, detail=traceback.format_exc())
+        return executor.run_job(self, job_id, owner)
+
+    def _run_job_command(self, job_id: str, claim: Claim) -> None:
+        with self._command(claim) as (conn, runner):
+            row = executor.hold_claim(conn, claim)
+            if row is None:
+                return  # gone, or taken over by another worker after our lock expired
+            runner.effects.consumed_jobs.add(job_id)
+            self._resume(conn, runner, row)
+
+    def job_timed_out(self, job_id: str, *, owner: str) -> str:
+        """Record that a job ran past its time limit: handled like a failure (retry or incident)."""
+        claim = Claim(job_id, None, owner, False, self.clock())
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(t.jobs.c.instance_id, t.jobs.c.exclusive).where(t.jobs.c.id == job_id)).first()
+        if row is not None:
+            claim = Claim(job_id, row.instance_id, owner, bool(row.exclusive), self.clock())
+        exc = TimeoutError(f"job {job_id} ran longer than its time limit")
+        return failures.record_failure(self, job_id, exc, incident=False, claim=claim, timed_out=True)
+
+    def reconcile(self, now: datetime | None = None) -> int:
+        """Re-send due jobs whose message may be lost, and free expired locks; returns how many were sent."""
+        claimed = executor.reconcile(self, now)
+        return self._send(claimed)
+
+    def _send(self, job_ids: list[str]) -> int:
+        if not job_ids or self.dispatcher is None:
+            return 0
+        return self.dispatcher.send(job_ids, time_limits=self._time_limits(job_ids))
+
+    def _time_limits(self, job_ids: list[str]) -> dict[str, int]:
+        if not self._deployer.has_timeouts:
+            return {}
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.select(t.jobs.c.id, t.jobs.c.payload).where(t.jobs.c.id.in_(job_ids)))
+            return {r.id: int(r.payload["timeout_ms"]) for r in rows if r.payload and r.payload.get("timeout_ms")}
+
+    def _incident_raised(self, job_id: str, error: str) -> None:
+        if self.plugins.has_listeners("bpmnlite_incident_raised"):
+            self.plugins.hook.bpmnlite_incident_raised(job_id=job_id, error=error)
 
     def _resume(self, conn: Connection, runner: Runner, row: Any) -> None:
         kind = JobKind(row.kind)

@@ -97,7 +97,7 @@ class PluginRegistry:
         """A readable name for error messages: the module's name, else the class's, made unique."""
         base = getattr(plugin, "__name__", None)
         if not isinstance(base, str):
-            base = type(plugin).__qualname__
+            base = type(plugin).__name__
         name, n = base, 1
         while self._pm.get_plugin(name) is not None:
             n += 1
@@ -145,9 +145,8 @@ class PluginRegistry:
     def _collect(self, hook_name: str, what: str, *, lower: bool) -> dict[str, Any]:
         table: dict[str, Any] = {}
         owners: dict[str, str] = {}
-        # get_hookimpls() lists in call order (last registered first); reverse it so the
-        # plugin registered first is named first in a conflict.
-        for impl in reversed(getattr(self._pm.hook, hook_name).get_hookimpls()):
+        # get_hookimpls() lists in registration order, so a conflict names the earlier plugin first.
+        for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
             owner = impl.plugin_name
             if impl.hookwrapper or impl.wrapper:
                 raise PluginError(f"plugin {owner!r}: {hook_name} cannot be a wrapper; it just returns names")

@@ -8,11 +8,12 @@ are kept apart for operators (seed 002: never forward raw errors to users).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bpmnlite.errors import BpmnError
+from bpmnlite.errors import BpmnError, UncaughtBpmnError
+from bpmnlite.jobs.acquire import Claim, release
 from bpmnlite.jobs.retry import parse_retries
 from bpmnlite.store import repository
 from bpmnlite.store import tables as t
@@ -21,33 +22,47 @@ if TYPE_CHECKING:
     from bpmnlite.engine import Engine
 
 
-def neutral_message(exc: BaseException) -> str:
+def neutral_message(exc: BaseException, *, timed_out: bool = False) -> str:
     """A short message fit for end users: what failed, not the provider's raw text."""
-    if isinstance(exc, BpmnError):
-        return f"business error {exc.code!r} was not handled"
     element = getattr(exc, "element_id", None)
-    return f"step {element!r} failed" if element else "a step failed"
+    where = f"step {element!r}" if element else "a step"
+    if timed_out:
+        return f"{where} timed out"
+    if isinstance(exc, (BpmnError, UncaughtBpmnError)):
+        return f"{where} ended with business error {getattr(exc, 'code', '')!r}, which nothing handles"
+    return f"{where} failed"
 
 
 def record_failure(
-    engine: Engine, job_id: str, exc: BaseException, *, incident: bool, detail: str | None = None
+    engine: Engine,
+    job_id: str,
+    exc: BaseException,
+    *,
+    incident: bool,
+    detail: str | None = None,
+    claim: Claim | None = None,
+    timed_out: bool = False,
 ) -> str:
-    """Spend one retry of ``job_id`` (or all of them when ``incident``); returns failed/incident/gone."""
+    """Spend one retry of ``job_id`` (all of them when ``incident``); returns failed, incident or gone."""
     now = engine.clock()
     with engine.db.begin() as conn:
+        if claim is not None:
+            release(conn, claim)
         row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
         if row is None:
             return "gone"
         backoff = (row.payload or {}).get("backoff")
         policy = parse_retries(row.retry_spec, engine.default_retries, backoff)
         left = 0 if incident else row.retries - 1
-        values = {
+        text = f"{type(exc).__name__}: {exc}" if not timed_out else f"timed out: {exc}"
+        values: dict[str, Any] = {
             "retries": max(left, 0),
             "attempts": row.attempts + 1,
-            "error_message": neutral_message(exc),
-            "error_detail": f"{type(exc).__name__}: {exc}" + (f"\n\n{detail}" if detail else ""),
+            "error_message": neutral_message(exc, timed_out=timed_out),
+            "error_detail": text + (f"\n\n{detail}" if detail else ""),
             "lock_owner": None,
             "lock_expires_at": None,
+            "dispatched_at": None,
         }
         if left <= 0:
             values["state"] = "deadletter"
@@ -56,4 +71,6 @@ def record_failure(
             values["due_at"] = repository.db_time(now + policy.backoff)
             outcome = "failed"
         conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(**values))
+    if outcome == "incident":
+        engine._incident_raised(job_id, str(values["error_detail"]).splitlines()[0])
     return outcome

@@ -22,6 +22,7 @@ from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord
 from bpmnlite.runtime.environment import Environment
 from bpmnlite.runtime import listeners
 from bpmnlite.runtime.graph import ExecutionGraph
+from bpmnlite.runtime.timers import parse_duration
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
 
 
@@ -67,6 +68,7 @@ class Runner:
         self.steps = 0
         self.visits: Counter[str] = Counter()
         self.now = env.now()
+        self.created_jobs: list[str] = []
         self.seq = time.time_ns() // 1000 * 1000
 
     # ----------------------------------------------------------------- basics
@@ -203,6 +205,13 @@ class Runner:
     def mark_rows(self, token: Token) -> None:
         token.data["rows"] = 1
 
+    def _check_queue(self, inst: Instance, node: FlowNode, max_queue: int) -> None:
+        """An element's queue is full: a catchable QueueFull error instead of one more job (seed 004)."""
+        waiting = self.env.queued_jobs(inst.definition_id, node.id)
+        waiting += sum(1 for j in self.effects.jobs if j.element_id == node.id and j.definition_id == inst.definition_id)
+        if waiting >= max_queue:
+            raise BpmnError("QueueFull", f"the queue of '{node.id}' is full ({waiting} of {max_queue} waiting)")
+
     def add_job(
         self,
         inst: Instance,
@@ -214,6 +223,14 @@ class Runner:
         payload: dict[str, Any] | None = None,
     ) -> JobRecord:
         cfg = node.asynchronous
+        payload = dict(payload or {})
+        if kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER):
+            if cfg.timeout:
+                payload["timeout_ms"] = int(parse_duration(cfg.timeout).total_seconds() * 1000)
+            if cfg.retry_backoff:
+                payload["backoff"] = cfg.retry_backoff
+            if cfg.max_queue is not None and kind is JobKind.ASYNC_BEFORE:
+                self._check_queue(inst, node, cfg.max_queue)
         job = JobRecord(
             id=new_id(),
             kind=kind,
@@ -225,7 +242,7 @@ class Runner:
             exclusive=cfg.exclusive,
             retries=cfg.retries,
             priority=cfg.priority or 0,
-            payload=payload or {},
+            payload=payload,
         )
         self.effects.jobs.append(job)
         if token is not None:

@@ -190,6 +190,7 @@ def write_effects(conn: Connection, effects: Effects, now: datetime, default_ret
                     "priority": j.priority,
                     "lock_owner": None,
                     "lock_expires_at": None,
+                    "dispatched_at": stamp if j.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER) else None,
                     "payload": j.payload,
                     "error_message": None,
                     "error_detail": None,

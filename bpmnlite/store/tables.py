@@ -70,6 +70,9 @@ instances = Table(
     Column("parent_token_id", String(ID)),
     Column("root_instance_id", String(ID)),
     Column("suspended", Boolean, nullable=False, default=False),
+    # the lease that keeps exclusive jobs of one instance from running at the same time
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", DateTime),
     Column("error", Text),
     Column("started_at", DateTime, nullable=False),
     Column("ended_at", DateTime),
@@ -132,6 +135,8 @@ jobs = Table(
     Column("priority", Integer, nullable=False, default=0),
     Column("lock_owner", String(128)),
     Column("lock_expires_at", DateTime),
+    # when a message was last sent for it: the reconciler re-sends only stale ones
+    Column("dispatched_at", DateTime),
     Column("payload", JSON),
     Column("error_message", Text),  # neutral text, fit for end users
     Column("error_detail", Text),  # the full error and traceback, for operators

@@ -11,6 +11,7 @@ and whenever guarded operations built many large objects.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class Budget:
         "charged",
         "unchecked",
         "baseline",
+        "tracer",
         "_line_tracer",
     )
 
@@ -93,6 +95,8 @@ class Budget:
         self.charged = 0
         self.unchecked = 0
         self.baseline: int | None = None
+        # The one object passed to sys.settrace, so check() can tell whether it is still installed.
+        self.tracer: _Tracer = self.trace_call
         self._line_tracer: _Tracer = self.trace_line
 
     def refuse(self, reason: str, *, stopped: bool = False) -> Refusal:
@@ -103,9 +107,16 @@ class Budget:
         return refusal
 
     def check(self) -> None:
-        """Re-raise the run's refusal, if any (called first in every except and finally block)."""
+        """Re-raise the run's refusal (called first in every except and finally block).
+
+        Also refuses when the tracer is gone: CPython drops it when it raises,
+        which a script can provoke (a RecursionError when the tracer is called
+        at the recursion limit) and then catch, to run on without a budget.
+        """
         if self.refusal is not None:
             raise self.refusal
+        if sys.gettrace() is not self.tracer:
+            raise self.refuse("it lost its time budget (the tracer failed, e.g. at the recursion limit)", stopped=True)
 
     def trace_call(self, frame: FrameType, event: str, arg: Any) -> _Tracer | None:
         """Global trace function: count lines in script frames only, so guards stay cheap."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
@@ -81,6 +82,14 @@ class _Policy(RestrictingNodeTransformer):
         self.error(node, "class definitions are not allowed in sandboxed scripts")
         return node
 
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        # A suspended generator's finally or except block runs when the garbage
+        # collector finalizes it, long after the run and outside its budget.
+        body = list(_own_nodes(node))
+        if any(isinstance(n, ast.Yield | ast.YieldFrom) for n in body) and any(isinstance(n, ast.Try) for n in body):
+            self.error(node, "try statements are not allowed in generator functions in sandboxed scripts")
+        return super().visit_FunctionDef(node)
+
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         node = self.node_contents_visit(node)
         guard = _GUARDED_BINOPS.get(type(node.op))
@@ -128,6 +137,16 @@ class _Policy(RestrictingNodeTransformer):
             first = node.finalbody[0]
             node.finalbody.insert(0, ast.copy_location(ast.Expr(_call("_check_", [], first)), first))
         return node
+
+
+def _own_nodes(func: ast.FunctionDef) -> Iterator[ast.AST]:
+    """The nodes of a function's body, without those of functions nested in it."""
+    todo: list[ast.AST] = list(func.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.Lambda):
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def _is_number(node: ast.expr) -> bool:

@@ -112,9 +112,14 @@ class PythonScript:
             namespace[name] = private_copy(value)
         if trusted:
             _execute(compiled.code, namespace, element_id)
-        else:
+            return _assigned(namespace, variables)
+        try:
             self._run_sandboxed(compiled.code, namespace, element_id)
-        return _assigned(namespace, variables)
+            return _assigned(namespace, variables)
+        finally:
+            # Functions the script defined refer to the namespace, which refers to
+            # them: free that cycle now rather than at some later garbage collection.
+            namespace.clear()
 
     def _run_sandboxed(self, code: CodeType, namespace: dict[str, Any], element_id: str) -> None:
         limits = self.limits
@@ -123,7 +128,7 @@ class PythonScript:
         old_context = decimal.getcontext()
         decimal.setcontext(decimal_context(limits))
         old_trace = sys.gettrace()
-        sys.settrace(run.trace_call)
+        sys.settrace(run.tracer)
         try:
             _execute(code, namespace, element_id)
         finally:

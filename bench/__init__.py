@@ -1,0 +1,1 @@
+"""bpmnlite's benchmarks: ``python bench/run.py --quick`` (see docs/performance.md)."""

@@ -1,0 +1,142 @@
+"""Running one job, and the reconciler that keeps messages and rows in step.
+
+``run_job`` is what a worker thread does with a message: acquire the job
+(short transaction), run it as a command (the job's transaction, which also
+deletes the job row and releases the instance lease), or on failure roll back
+and spend a retry in a new transaction. Then it sends messages for the jobs
+that command created and for jobs of the same instance that waited for the
+lease.
+
+``reconcile`` runs in every worker, many at once: each due job is claimed by
+setting ``dispatched_at`` in a conditional update, so only one scheduler
+sends a given job per ``resend_after`` window.
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from bpmnlite.errors import Conflict, UncaughtBpmnError
+from bpmnlite.jobs import failures
+from bpmnlite.jobs.acquire import RUNNABLE, Claim, acquire, release
+from bpmnlite.runtime.timers import parse_duration
+from bpmnlite.store import repository
+from bpmnlite.store import tables as t
+
+if TYPE_CHECKING:
+    from bpmnlite.engine import Engine
+
+
+def _element_limits(engine: Engine, row: Any) -> tuple[int | None, int | None]:
+    """(max_concurrent, timeout in ms) of the job's element."""
+    with engine.db.connect() as conn:
+        graph = engine._deployer.graph(conn, row.definition_id)
+    node = graph.nodes.get(row.element_id)
+    if node is None:
+        return None, None
+    cfg = node.asynchronous
+    timeout = int(parse_duration(cfg.timeout).total_seconds() * 1000) if cfg.timeout else None
+    return cfg.max_concurrent, timeout
+
+
+def run_job(engine: Engine, job_id: str, owner: str) -> str:
+    """Acquire and run one job. Returns done, failed, incident, conflict, skipped or gone."""
+    now = engine.clock()
+    with engine.db.begin() as conn:
+        row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        if row is None or row.state not in RUNNABLE:
+            return "gone"
+        max_concurrent, _timeout = _element_limits(engine, row)
+        claim = acquire(conn, job_id, owner, now, engine.lock_duration, max_concurrent)
+    if claim is None:
+        return "skipped"
+    try:
+        engine._run_job_command(job_id, claim)  # sends messages for the jobs it created
+    except Conflict:
+        # another command changed the instance first: run again, without spending a retry
+        with engine.db.begin() as conn:
+            release(conn, claim)
+            conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(dispatched_at=None))
+        engine._send([job_id])
+        return "conflict"
+    except UncaughtBpmnError as err:
+        outcome = failures.record_failure(engine, job_id, err, incident=True, claim=claim)
+        return outcome
+    except Exception as exc:  # any other failure: retry after a back-off, or an incident
+        return failures.record_failure(engine, job_id, exc, incident=False, detail=traceback.format_exc(),
+                                       claim=claim)
+    if claim.exclusive and claim.instance_id:
+        # jobs of the same instance that waited for our lease
+        engine._send(due_jobs_of_instance(engine, claim.instance_id, exclude=job_id))
+    return "done"
+
+
+def due_jobs_of_instance(engine: Engine, instance_id: str, exclude: str) -> list[str]:
+    stamp = repository.db_time(engine.clock())
+    with engine.db.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.jobs.c.id).where(
+                t.jobs.c.instance_id == instance_id, t.jobs.c.state.in_(RUNNABLE),
+                t.jobs.c.due_at <= stamp, t.jobs.c.lock_owner.is_(None), t.jobs.c.id != exclude,
+            )
+        )
+        return [r.id for r in rows]
+
+
+def hold_claim(conn: Any, claim: Claim) -> Any:
+    """First statement of a job's transaction: lock the job row, and check it is still ours.
+
+    The row lock (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is
+    already exclusive) keeps another worker from taking the job over while
+    this transaction runs, even past the lock expiry; if this process dies,
+    the database drops the row lock with the connection. Returns the row, or
+    None when the job is gone or was taken over after our lock expired.
+    """
+    query = sa.select(t.jobs).where(t.jobs.c.id == claim.job_id, t.jobs.c.lock_owner == claim.owner)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def reconcile(engine: Engine, now: datetime | None = None, limit: int = 500) -> list[str]:
+    """Claim and return due jobs whose message may be lost (never sent, or sent long ago).
+
+    Also frees expired job locks and instance leases, so a job of a dead
+    worker runs again. Safe to run in many workers at once.
+    """
+    now = now or engine.clock()
+    stamp = repository.db_time(now)
+    stale = repository.db_time(now - engine.resend_after)
+    jobs = t.jobs
+    with engine.db.begin() as conn:
+        conn.execute(
+            jobs.update().where(jobs.c.lock_owner.is_not(None), jobs.c.lock_expires_at < stamp)
+            .values(lock_owner=None, lock_expires_at=None, dispatched_at=None)
+        )
+        conn.execute(
+            t.instances.update().where(t.instances.c.lease_owner.is_not(None), t.instances.c.lease_expires_at < stamp)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        candidates = [
+            r.id for r in conn.execute(
+                sa.select(jobs.c.id).where(
+                    jobs.c.state.in_(RUNNABLE), jobs.c.due_at <= stamp, jobs.c.lock_owner.is_(None),
+                    sa.or_(jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < stale),
+                ).order_by(jobs.c.priority.desc(), jobs.c.due_at).limit(limit)
+            )
+        ]
+        claimed: list[str] = []
+        for job_id in candidates:
+            result = conn.execute(
+                jobs.update().where(
+                    jobs.c.id == job_id,
+                    sa.or_(jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < stale),
+                ).values(dispatched_at=stamp)
+            )
+            if result.rowcount == 1:
+                claimed.append(job_id)
+    return claimed
