@@ -66,10 +66,12 @@ def document(
 
 def markdown(doc: dict[str, object]) -> str:
     """The short tables printed after the JSON."""
-    lines = [
-        "| scenario | n | engine | backend | value | unit | vs SpiffWorkflow |",
-        "|---|---:|---|---|---:|---|---:|",
-    ]
+    lines: list[str] = []
+    if doc["results"]:
+        lines += [
+            "| scenario | n | engine | backend | value | unit | vs SpiffWorkflow |",
+            "|---|---:|---|---|---:|---|---:|",
+        ]
     for row in doc["results"]:  # type: ignore[attr-defined]
         ratio = "—" if row["ratio_vs_spiff"] is None else f"{row['ratio_vs_spiff']:.2f}x"
         lines.append(
@@ -84,8 +86,10 @@ def markdown(doc: dict[str, object]) -> str:
                 f"| {t['target']} | {t['n']} | {t['backend']} | {t['required_ratio']:g}x | "
                 f"{t['ratio']:.2f}x | {'yes' if t['met'] else 'no'} |"
             )
+    if doc["skipped"]:
+        lines.append("")
     for skip in doc["skipped"]:  # type: ignore[attr-defined]
-        lines.append(f"\nskipped {skip['scenario']}: {skip['reason']}")
+        lines.append(f"skipped {skip['scenario']}: {skip['reason']}")
     machine = doc["machine"]
     assert isinstance(machine, dict)
     lines.append(

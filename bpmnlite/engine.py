@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bpmnlite.deployer import Deployer, Source
 from bpmnlite.dispatch import Dispatcher
+
+if TYPE_CHECKING:
+    from bpmnlite.worker import EmbeddedWorker
 from bpmnlite.errors import BpmnliteError, UncaughtBpmnError, Conflict, ExecutionError, ModelError, NotFound, Problem
 from bpmnlite.hookspecs import ScriptLanguage, TaskHandler
 from bpmnlite.jobs import executor, failures
@@ -230,7 +233,9 @@ class Engine:
                 runner.created_jobs.append(job.id)
         for inst in runner.instances.values():
             repository.save_instance(conn, inst, now)
-        repository.write_effects(conn, runner.effects, now, self.default_retries)
+        repository.write_effects(
+            conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None
+        )
         events_seen.extend(runner.effects.events)
 
     def _notify(self, effects: Effects) -> None:
@@ -408,6 +413,8 @@ class Engine:
                 raise NotFound(f"no open user task {task_id!r}")
             inst = runner.instance(row.instance_id)
             token = inst.tokens.get(row.token_id)
+            if inst.suspended:
+                raise Conflict(f"process instance {inst.id} is suspended; activate it first")
             if token is None or token.wait is not Wait.USER_TASK or token.data.get("task") != task_id:
                 raise Conflict(f"user task {task_id} is no longer waiting")
             values = _json_vars(variables)
@@ -459,7 +466,7 @@ class Engine:
             query = query.where(t.subscriptions.c.business_key == business_key)
         for sub in conn.execute(query).all():
             inst = runner.instance(sub.instance_id)
-            if inst.state in FINAL_STATES:
+            if inst.state in FINAL_STATES or inst.suspended:
                 continue
             if correlation and any(inst.variables.get(k) != v for k, v in correlation.items()):
                 continue
@@ -504,7 +511,7 @@ class Engine:
                 count += 1
                 continue
             inst = runner.instance(sub.instance_id)
-            if inst.state in FINAL_STATES or (sub.token_id != inst.id and sub.token_id not in inst.tokens):
+            if inst.state in FINAL_STATES or inst.suspended or (sub.token_id != inst.id and sub.token_id not in inst.tokens):
                 continue
             events.deliver(runner, inst, sub.token_id, sub.element_id, dict(variables))
             count += 1
@@ -615,6 +622,59 @@ class Engine:
             claim = Claim(job_id, row.instance_id, owner, bool(row.exclusive), self.clock())
         exc = TimeoutError(f"job {job_id} ran longer than its time limit")
         return failures.record_failure(self, job_id, exc, incident=False, claim=claim, timed_out=True)
+
+    def worker(self, threads: int = 2, interval: float = 0.2) -> EmbeddedWorker:
+        """An in-process worker (stub broker) to use as a context manager::
+
+            with engine.worker(threads=4):
+                engine.start("order")   # async jobs run in the background
+        """
+        from bpmnlite.worker import EmbeddedWorker
+
+        return EmbeddedWorker(self, threads, interval)
+
+    def run_until_idle(self, timeout: float = 30.0, threads: int = 2) -> None:
+        """Run due jobs with an in-process worker until none is due, queued or running.
+
+        Raises:
+            TimeoutError: jobs were still running or due after ``timeout`` seconds.
+        """
+        with self.worker(threads) as w:
+            if not w.wait_idle(timeout):
+                raise TimeoutError(f"jobs still due or running after {timeout} s")
+
+    def release_locks(self, owner: str) -> None:
+        """Give back every job lock and instance lease held by ``owner`` (a stopping worker)."""
+        with self.db.begin() as conn:
+            conn.execute(t.jobs.update().where(t.jobs.c.lock_owner == owner)
+                         .values(lock_owner=None, lock_expires_at=None, dispatched_at=None))
+            conn.execute(t.instances.update().where(t.instances.c.lease_owner == owner)
+                         .values(lease_owner=None, lease_expires_at=None))
+
+    def suspend(self, instance_id: str) -> InstanceInfo:
+        """Suspend an instance: its jobs do not run and its commands are refused until ``activate``."""
+        return self._set_suspended(instance_id, True)
+
+    def activate(self, instance_id: str) -> InstanceInfo:
+        """Resume a suspended instance; its jobs become runnable again."""
+        return self._set_suspended(instance_id, False)
+
+    def _set_suspended(self, instance_id: str, suspended: bool) -> InstanceInfo:
+        with self.db.begin() as conn:
+            inst = repository.load_instance(conn, instance_id)
+            if inst.state in FINAL_STATES:
+                raise Conflict(f"process instance {instance_id} has already ended ({inst.state.value})")
+            conn.execute(t.instances.update().where(t.instances.c.id == instance_id).values(suspended=suspended))
+            jobs = t.jobs
+            if suspended:
+                conn.execute(jobs.update().where(jobs.c.instance_id == instance_id, jobs.c.state.in_(("executable", "timer")))
+                             .values(state="suspended"))
+            else:
+                for kind, state in ((JobKind.TIMER.value, "timer"), (JobKind.ASYNC_BEFORE.value, "executable"),
+                                    (JobKind.ASYNC_AFTER.value, "executable")):
+                    conn.execute(jobs.update().where(jobs.c.instance_id == instance_id, jobs.c.state == "suspended",
+                                                     jobs.c.kind == kind).values(state=state, dispatched_at=None))
+        return self.instance(instance_id)
 
     def reconcile(self, now: datetime | None = None) -> int:
         """Re-send due jobs whose message may be lost, and free expired locks; returns how many were sent."""

@@ -126,6 +126,7 @@ class Instance:
     error: str | None = None
     # scopes that are active (process scope = the instance id); owner of event sub-process subscriptions
     is_new: bool = False
+    suspended: bool = False
 
     def children(self, parent_id: str | None) -> Iterator[Token]:
         for token in self.tokens.values():

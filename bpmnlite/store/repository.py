@@ -59,6 +59,7 @@ def instance_from_row(row: Any) -> Instance:
         root_instance_id=row["root_instance_id"],
         version=row["version"],
         error=row["error"],
+        suspended=bool(row["suspended"]),
     )
     for raw in row["tokens"] or []:
         token = Token.from_json(raw)
@@ -108,7 +109,9 @@ def save_instance(conn: Connection, inst: Instance, now: datetime) -> None:
 
 
 # ------------------------------------------------------------------ effects
-def write_effects(conn: Connection, effects: Effects, now: datetime, default_retries: int) -> None:
+def write_effects(
+    conn: Connection, effects: Effects, now: datetime, default_retries: int, *, dispatching: bool = False
+) -> None:
     """Write every side effect of a command (same transaction as the instances)."""
     stamp = db_time(now)
     cleared = list(effects.cleared_tokens)
@@ -190,7 +193,8 @@ def write_effects(conn: Connection, effects: Effects, now: datetime, default_ret
                     "priority": j.priority,
                     "lock_owner": None,
                     "lock_expires_at": None,
-                    "dispatched_at": stamp if j.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER) else None,
+                    # sent right after the commit when a dispatcher exists; else the reconciler sends it
+                    "dispatched_at": stamp if dispatching and j.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER) else None,
                     "payload": j.payload,
                     "error_message": None,
                     "error_detail": None,

@@ -221,6 +221,8 @@ STOPPED = [
     "n = sum(1 for _ in range(10**6))",
     "while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass",
     "try:\n    while True: pass\nfinally:\n    while True: pass",
+    "import statistics\nm = statistics.mean(range(10**6))",  # library code counts too
+    "import math\nm = math.lcm(*range(1, 10**6))",
 ]
 
 

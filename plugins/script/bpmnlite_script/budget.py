@@ -1,11 +1,15 @@
 """The budgets of one sandboxed run: wall-clock time, executed lines and memory growth.
 
 Time and lines are counted by a ``sys.settrace`` function installed only while
-the script runs, in its own thread, and only for frames of script code; it
-stops ``while True: pass``. Memory is bounded twice: guarded operations refuse
-to build one oversized object before allocating it (see ``guards``), and the
-growth of the process's resident memory is checked every few thousand lines
-and whenever guarded operations built many large objects.
+the script runs, in its own thread; it stops ``while True: pass``. It counts
+the lines of script code and of the Python library code scripts call
+(``statistics.mean`` loops in Python), not those of this plugin's guards,
+which run on every operator and are bounded by construction.
+
+Memory is bounded twice: guarded operations refuse to build one oversized
+object before allocating it (see ``guards``), and the growth of the process's
+resident memory is checked every few thousand lines and whenever guarded
+operations built many large objects.
 """
 
 from __future__ import annotations
@@ -18,8 +22,13 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
+import RestrictedPython
+
 SCRIPT_FILENAME = "<bpmnlite script>"
-"""The file name of every compiled script; the tracer follows only frames of this code."""
+"""The file name of every compiled script (tracebacks name script lines by it)."""
+
+# Code the tracer leaves alone: this plugin's guards and RestrictedPython's helpers.
+_UNTRACED = (os.path.dirname(__file__) + os.sep, os.path.dirname(RestrictedPython.__file__) + os.sep)
 
 _TIME_CHECK_MASK = 0xFF  # look at the clock every 256 lines
 _MEMORY_CHECK_MASK = 0xFFF  # and at the resident memory every 4096 lines
@@ -119,10 +128,10 @@ class Budget:
             raise self.refuse("it lost its time budget (the tracer failed, e.g. at the recursion limit)", stopped=True)
 
     def trace_call(self, frame: FrameType, event: str, arg: Any) -> _Tracer | None:
-        """Global trace function: count lines in script frames only, so guards stay cheap."""
-        if frame.f_code.co_filename == SCRIPT_FILENAME:
-            return self._line_tracer
-        return None
+        """Global trace function: count lines everywhere but in the guards, so they stay cheap."""
+        if frame.f_code.co_filename.startswith(_UNTRACED):
+            return None
+        return self._line_tracer
 
     def trace_line(self, frame: FrameType, event: str, arg: Any) -> _Tracer | None:
         """Local trace function of script frames.
@@ -135,6 +144,12 @@ class Budget:
             if not self.lines & _TIME_CHECK_MASK:
                 self._periodic()
         return self._line_tracer
+
+    def tick(self) -> None:
+        """Count a step of a guard's own loop, as a line."""
+        self.lines += 1
+        if not self.lines & _TIME_CHECK_MASK:
+            self._periodic()
 
     def _periodic(self) -> None:
         if self.lines > self.limits.lines:

@@ -59,6 +59,13 @@ def check_bits(bits: int, what: str) -> None:
         raise refuse(f"{what} would make an integer of about {bits:,} bits; the limit is {limit:,}")
 
 
+def tick() -> None:
+    """Count one step of a guard's loop against the run's budget."""
+    run = budget.current()
+    if run is not None:
+        run.tick()
+
+
 def charge(nbytes: int) -> None:
     if nbytes >= CHARGE_THRESHOLD:
         run = budget.current()
@@ -428,8 +435,8 @@ def check_run() -> None:
     """First statement of every except and finally block of a script.
 
     Re-raises a refusal the script tried to catch, and stops script code that
-    runs after its run ended (a generator's ``finally`` run by the garbage
-    collector), where no budget would apply.
+    runs after its run ended (a generator resumed by someone else), where no
+    budget would apply.
     """
     run = budget.current()
     if run is None:

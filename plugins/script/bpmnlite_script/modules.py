@@ -23,7 +23,7 @@ from typing import Any
 
 from bpmnlite_script import budget
 from bpmnlite_script.budget import Limits
-from bpmnlite_script.guards import GuardedType, check_bits, check_size, check_text, guarded_mul, limits, refuse
+from bpmnlite_script.guards import GuardedType, check_bits, check_size, check_text, guarded_mul, limits, refuse, tick
 
 DEFAULT_ALLOWED_MODULES = frozenset({"math", "datetime", "decimal", "json", "random", "statistics", "string", "uuid"})
 """Modules a sandboxed script may import. ``re`` is not among them: a
@@ -97,7 +97,8 @@ def _factorial(n: int) -> int:
 
 
 def _comb(n: int, k: int) -> int:
-    check_bits(n, "comb()")
+    smaller = min(k, n - k) if 0 <= k <= n else 0
+    check_bits(smaller * max(n.bit_length(), 1), "comb()")
     return math.comb(n, k)
 
 
@@ -109,7 +110,17 @@ def _perm(n: int, k: int | None = None) -> int:
 def _prod(iterable: Iterable[Any], /, *, start: Any = 1) -> Any:
     result = start
     for item in iterable:
+        tick()
         result = guarded_mul(result, item)
+    return result
+
+
+def _lcm(*integers: int) -> int:
+    result = 1
+    for n in integers:
+        tick()
+        result = math.lcm(result, n)
+        check_bits(result.bit_length(), "lcm()")
     return result
 
 
@@ -136,17 +147,16 @@ def _quantiles(data: Iterable[Any], *, n: int = 4, method: Any = "exclusive") ->
 def _json_dumps(obj: Any, *, indent: Any = None, separators: Any = None, **kwargs: Any) -> str:
     if "cls" in kwargs:
         raise refuse("json.dumps(cls=...) is not allowed")
-    if (
-        isinstance(indent, int)
-        and indent > _MAX_FORMAT_ARG
-        or isinstance(indent, str)
-        and len(indent) > _MAX_FORMAT_ARG
-    ):
+    if _too_long(indent):
         raise refuse(f"json.dumps() indent is limited to {_MAX_FORMAT_ARG}")
-    if separators is not None and any(len(s) > _MAX_FORMAT_ARG for s in separators):
+    if separators is not None and any(_too_long(s) for s in separators):
         raise refuse(f"json.dumps() separators are limited to {_MAX_FORMAT_ARG} characters")
     check_text(obj)
     return json.dumps(obj, indent=indent, separators=separators, **kwargs)
+
+
+def _too_long(value: Any) -> bool:
+    return (len(value) if isinstance(value, str) else value if isinstance(value, int) else 0) > _MAX_FORMAT_ARG
 
 
 def _json_loads(s: Any, **kwargs: Any) -> Any:
@@ -156,7 +166,7 @@ def _json_loads(s: Any, **kwargs: Any) -> Any:
 
 
 _REPLACED: dict[str, dict[str, Any]] = {
-    "math": {"factorial": _factorial, "comb": _comb, "perm": _perm, "prod": _prod},
+    "math": {"factorial": _factorial, "comb": _comb, "perm": _perm, "prod": _prod, "lcm": _lcm},
     "random": {"getrandbits": _getrandbits, "randbytes": _randbytes, "choices": _choices},
     "statistics": {"quantiles": _quantiles},
     "json": {"dumps": _json_dumps, "loads": _json_loads},

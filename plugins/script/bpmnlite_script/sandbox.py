@@ -43,24 +43,8 @@ _NOT_DATA = (
     functools.partial,
 )
 # Values that cannot change, so the script may share them with the engine.
-_IMMUTABLE = frozenset(
-    {
-        int,
-        float,
-        complex,
-        bool,
-        str,
-        bytes,
-        type(None),
-        decimal.Decimal,
-        Fraction,
-        datetime.date,
-        datetime.datetime,
-        datetime.time,
-        datetime.timedelta,
-        uuid.UUID,
-    }
-)
+_IMMUTABLE = frozenset({int, float, complex, bool, str, bytes, type(None), decimal.Decimal, Fraction, uuid.UUID})
+_IMMUTABLE |= {datetime.date, datetime.datetime, datetime.time, datetime.timedelta}
 _FAST_COPY_DEPTH = 32
 
 
