@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +130,7 @@ def check_for_engine(
                 text = spec.expression.strip()
                 if text and not text.startswith(("${", "#{", '"', "'")):
                     try:
-                        timers.schedule(spec.kind, text, datetime(2000, 1, 1, tzinfo=timers.UTC))
+                        timers.schedule(spec.kind, text, datetime(2000, 1, 1, tzinfo=UTC))
                     except ExpressionError as exc:
                         problem(str(exc).split(" [expression")[0], node)
                 elif text:
@@ -193,7 +193,7 @@ class Deployer:
                 deployed_at=stamp,
             )
         )
-        infos = []
+        created: list[DefinitionInfo] = []
         effects = Effects()
         for proc in defs.processes:
             version = latest[proc.id].version + 1 if proc.id in latest else 1
@@ -214,11 +214,11 @@ class Deployer:
             with self._lock:
                 self._parsed[deployment_id] = defs
                 self._graphs[definition_id] = self._note(build_graph(proc))
-            infos.append(DefinitionInfo(definition_id, proc.id, version, proc.name, executable, deployment_id, now))
+            created.append(DefinitionInfo(definition_id, proc.id, version, proc.name, executable, deployment_id, now))
             if executable:
                 self._replace_start_triggers(conn, proc, definition_id, effects, now)
         repository.write_effects(conn, effects, now, 3)
-        return Deployment(deployment_id, tuple(infos), changed=True)
+        return Deployment(deployment_id, tuple(created), changed=True)
 
     def _replace_start_triggers(
         self, conn: Connection, proc: Process, definition_id: str, effects: Effects, now: datetime

@@ -43,7 +43,7 @@ def make_broker(url: str | None) -> dramatiq.Broker:
     if url and url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url, middleware=middleware)
+        return RedisBroker(url=url, middleware=middleware)  # type: ignore[no-untyped-call]
     return StubBroker(middleware=middleware)
 
 
@@ -67,9 +67,8 @@ class Dispatcher:
         self.broker = make_broker(broker_url)
         self.owner = worker_id()
         self.actor: Any = dramatiq.actor(
-            self._execute, broker=self.broker, actor_name=ACTOR, queue_name=queue,
-            max_retries=0, time_limit=time_limit,
-        )
+            broker=self.broker, actor_name=ACTOR, queue_name=queue, max_retries=0, time_limit=time_limit
+        )(self._execute)
         self.running = 0
         self._running_lock = threading.Lock()
 

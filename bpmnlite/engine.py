@@ -10,7 +10,6 @@ back and the instances are exactly as they were at their last wait state.
 from __future__ import annotations
 
 import threading
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from bpmnlite.dispatch import Dispatcher
 
 if TYPE_CHECKING:
     from bpmnlite.worker import EmbeddedWorker
-from bpmnlite.errors import BpmnliteError, UncaughtBpmnError, Conflict, ExecutionError, ModelError, NotFound, Problem
+from bpmnlite.errors import BpmnliteError, Conflict, ExecutionError, ModelError, NotFound, Problem
 from bpmnlite.hookspecs import ScriptLanguage, TaskHandler
 from bpmnlite.jobs import executor, failures
 from bpmnlite.jobs.acquire import Claim, release

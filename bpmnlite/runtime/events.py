@@ -340,7 +340,6 @@ def trigger_event_subprocess(
     code: str | None = None,
 ) -> None:
     """Start an event sub-process inside ``scope`` (None: the process scope)."""
-    from bpmnlite.runtime.activities import start_scope
 
     graph = runner.graph_of(inst)
     esp = graph.nodes[start.scope_id]

@@ -18,12 +18,12 @@ from typing import Any
 from bpmnlite.errors import BpmnError, BpmnliteError, Conflict, ExecutionError, ExpressionError, UncaughtBpmnError
 from bpmnlite.expressions import evaluate
 from bpmnlite.model import ACTIVITY_KINDS, EventKind, FlowNode, NodeKind, SequenceFlow
+from bpmnlite.runtime import listeners
 from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord, VariableRecord
 from bpmnlite.runtime.environment import Environment
-from bpmnlite.runtime import listeners
 from bpmnlite.runtime.graph import ExecutionGraph
-from bpmnlite.runtime.timers import parse_duration
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
+from bpmnlite.runtime.timers import parse_duration
 
 
 class ExecutionView:
