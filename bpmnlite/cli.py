@@ -305,6 +305,36 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suspend(args: argparse.Namespace) -> int:
+    with open_engine(args) as engine:
+        return show_instance(args, engine, engine.suspend(args.instance_id))
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    with open_engine(args) as engine:
+        return show_instance(args, engine, engine.activate(args.instance_id))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from bpmnlite.worker import serve
+
+    broker = args.broker or os.environ.get("BPMNLITE_BROKER_URL")
+    if not broker:
+        raise UsageError("a broker is required: --broker redis://127.0.0.1:6379/0 (or BPMNLITE_BROKER_URL)")
+    options: dict[str, Any] = {
+        "lock_duration": timedelta(seconds=args.lock_seconds),
+        "resend_after": timedelta(seconds=args.resend_seconds),
+        "trusted_scripts": args.trusted_scripts,
+        "queue": args.queue,
+    }
+    print(f"bpmnlite worker: {args.processes} process(es) x {args.threads} thread(s), queue {args.queue!r}, "
+          f"database {args.db}, broker {broker}", file=sys.stderr)
+    return serve(args.db, broker, processes=args.processes, threads=args.threads, interval=args.interval,
+                 plugin_modules=args.plugin or [], options=options)
+
+
 # ------------------------------------------------------------------ the parser
 def _global_options(*, with_defaults: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the command; only the top level sets their defaults."""
@@ -381,6 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("retry", cmd_retry, "make an incident's job runnable again")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--retries", type=int, metavar="N", help="attempts to give it (default: the engine's)")
+    p = command("suspend", cmd_suspend, "suspend an instance: its jobs wait and its commands are refused")
+    p.add_argument("instance_id", metavar="ID")
+    p = command("activate", cmd_activate, "activate a suspended instance")
+    p.add_argument("instance_id", metavar="ID")
+    p = command("worker", cmd_worker, "run job worker processes (Dramatiq on Redis) plus the scheduler")
+    p.add_argument("--broker", metavar="URL", help="redis://host:port/db (default: $BPMNLITE_BROKER_URL)")
+    p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    p.add_argument("--queue", "--queues", default="bpmnlite", help="the Dramatiq queue (default bpmnlite)")
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE and register it as a plugin (besides installed entry points)")
+    p.add_argument("--lock-seconds", type=float, default=300.0,
+                   help="how long a job lock lasts before another worker may take the job over (default 300)")
+    p.add_argument("--resend-seconds", type=float, default=30.0,
+                   help="re-send a due job's message when none was sent for this long (default 30)")
+    p.add_argument("--interval", type=float, default=1.0, help="scheduler tick in seconds (default 1)")
     return parser
 
 

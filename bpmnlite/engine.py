@@ -140,6 +140,7 @@ class Engine:
         broker_url: str | None = None,
         lock_duration: timedelta = timedelta(minutes=5),
         resend_after: timedelta = timedelta(seconds=30),
+        queue: str = "bpmnlite",
     ) -> None:
         self.url = url
         self.db = database.connect(url)
@@ -156,7 +157,9 @@ class Engine:
         self._inline_owner = f"inline:{new_id()[:8]}"
         self.dispatcher: Dispatcher | None = None
         if broker_url is not None:
-            self.dispatcher = Dispatcher(self, broker_url, time_limit=int(lock_duration.total_seconds() * 1000))
+            self.dispatcher = Dispatcher(
+                self, broker_url, queue=queue, time_limit=int(lock_duration.total_seconds() * 1000)
+            )
         self._deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
         self._listeners_lock = threading.Lock()
 

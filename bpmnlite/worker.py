@@ -108,11 +108,16 @@ def _due_or_locked(engine: Engine) -> bool:
 
 
 # ---------------------------------------------------------------------- worker processes
-def _child(db_url: str, broker_url: str, threads: int, interval: float, options: dict[str, Any]) -> None:
+def _child(db_url: str, broker_url: str, threads: int, interval: float, plugin_modules: list[str],
+           options: dict[str, Any]) -> None:
     """One worker process: an engine, a Dramatiq worker and a scheduler, until SIGTERM."""
+    import importlib
+
     from bpmnlite.engine import Engine
 
-    engine = Engine(db_url, broker_url=broker_url, create_schema=False, **options)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+    plugins: list[object] = [importlib.import_module(name) for name in plugin_modules]
+    engine = Engine(db_url, broker_url=broker_url, create_schema=False, plugins=plugins, **options)
     assert engine.dispatcher is not None
     worker = engine.dispatcher.worker(threads)
     scheduler = Scheduler(engine, interval)
@@ -141,6 +146,7 @@ def serve(
     processes: int = 1,
     threads: int = 4,
     interval: float = 1.0,
+    plugin_modules: list[str] | None = None,
     options: dict[str, Any] | None = None,
     on_started: Callable[[list[int]], None] | None = None,
 ) -> int:
@@ -150,10 +156,14 @@ def serve(
     """
     from bpmnlite.engine import Engine
 
-    Engine(db_url, create_schema=True).close()
+    Engine(db_url, create_schema=True, load_entry_points=False).close()
+    modules = list(plugin_modules or [])
+    if processes == 1:
+        _child(db_url, broker_url, threads, interval, modules, dict(options or {}))  # no extra process
+        return 0
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=_child, args=(db_url, broker_url, threads, interval, dict(options or {})), name=f"bpmnlite-worker-{i}")
+        ctx.Process(target=_child, args=(db_url, broker_url, threads, interval, modules, dict(options or {})), name=f"bpmnlite-worker-{i}")
         for i in range(processes)
     ]
     for child in children:
