@@ -71,6 +71,7 @@ class Dispatcher:
         )(self._execute)
         self.running = 0
         self._running_lock = threading.Lock()
+        self._booted = False
 
     @property
     def is_stub(self) -> bool:
@@ -105,6 +106,10 @@ class Dispatcher:
 
     def worker(self, threads: int = 4, prefetch: int | None = None) -> dramatiq.Worker:
         """A Dramatiq worker for this broker (not started)."""
+        if not self._booted:
+            # Dramatiq's own CLI emits process_boot; without it the TimeLimit monitor never starts
+            self.broker.emit_after("process_boot")
+            self._booted = True
         w = dramatiq.Worker(self.broker, queues={self.queue}, worker_threads=threads, worker_timeout=100)
         # Dramatiq's default prefetch (2 per thread) starves an idle-then-busy worker; measured in DESIGN §3
         w.queue_prefetch = prefetch or max(threads * 16, 64)

@@ -51,6 +51,14 @@ def acquire(conn: Connection, job_id: str, owner: str, now: datetime, lock_for: 
         sa.or_(jobs.c.lock_owner.is_(None), jobs.c.lock_expires_at < stamp),
     ]
     if max_concurrent is not None:
+        if conn.dialect.name == "postgresql":
+            # READ COMMITTED would let concurrent acquisitions all see a free slot: take turns per element
+            # (SQLite transactions are serial already)
+            key = f"bpmnlite:{job_id}"
+            row = conn.execute(sa.select(jobs.c.definition_id, jobs.c.element_id).where(jobs.c.id == job_id)).first()
+            if row is not None:
+                key = f"bpmnlite:{row.definition_id}:{row.element_id}"
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
         running = sa.alias(jobs, "running")
         busy = (
             sa.select(sa.func.count())

@@ -55,6 +55,27 @@ def run_job(engine: Engine, job_id: str, owner: str) -> str:
     if claim is None:
         return "skipped"
     try:
+        return _run_claimed(engine, job_id, claim)
+    finally:
+        if max_concurrent is not None:
+            # a slot of this element is free again: wake the jobs that waited for one
+            engine._send(due_jobs_of_element(engine, row.definition_id, row.element_id, max_concurrent))
+
+
+def due_jobs_of_element(engine: Engine, definition_id: str, element_id: str, limit: int) -> list[str]:
+    stamp = repository.db_time(engine.clock())
+    with engine.db.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.jobs.c.id).where(
+                t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
+                t.jobs.c.state.in_(RUNNABLE), t.jobs.c.due_at <= stamp, t.jobs.c.lock_owner.is_(None),
+            ).order_by(t.jobs.c.priority.desc(), t.jobs.c.due_at).limit(limit)
+        )
+        return [r.id for r in rows]
+
+
+def _run_claimed(engine: Engine, job_id: str, claim: Claim) -> str:
+    try:
         engine._run_job_command(job_id, claim)  # sends messages for the jobs it created
     except Conflict:
         # another command changed the instance first: run again, without spending a retry

@@ -1,0 +1,82 @@
+"""Element limits (seed 004): timeout and max concurrent executions, with real worker threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bpmnlite import Engine, TaskContext, hookimpl
+
+from ..bpmn import bpmn, chain
+from ..conftest import _truncate
+from .test_workers import wait_for
+
+
+class Slow:
+    """A task type that takes ``seconds`` and records how many ran at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.done = 0
+
+    @hookimpl
+    def bpmnlite_task_types(self) -> dict[str, Any]:
+        return {"slow": self.run}
+
+    def run(self, ctx: TaskContext) -> None:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            deadline = time.monotonic() + float(ctx.get("seconds", 0.2))
+            while time.monotonic() < deadline:  # real work takes time; Dramatiq may interrupt it
+                time.sleep(0.01)
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.done += 1
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[tuple[Engine, Slow]]:
+    _truncate(pg_url)
+    slow = Slow()
+    eng = Engine(pg_url, plugins=[slow], load_entry_points=False)
+    yield eng, slow
+    eng.close()
+
+
+def test_max_concurrent_executions(pg_engine: tuple[Engine, Slow]) -> None:
+    engine, slow = pg_engine
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="make" bpmnlite:type="slow" bpmnlite:async="true" '
+        'bpmnlite:maxConcurrent="2"/><endEvent id="e"/>' + chain("s", "make", "e")
+    ))
+    ids = [engine.start("p", {"seconds": 0.3}).id for _ in range(6)]
+    with engine.worker(threads=6):
+        wait_for(lambda: all(engine.instance(i).state == "completed" for i in ids), 120, "six instances")
+    assert slow.done == 6
+    assert slow.peak == 2
+
+
+def test_timeout_stops_the_job_and_counts_as_a_failure(pg_engine: tuple[Engine, Slow]) -> None:
+    engine, slow = pg_engine
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="make" bpmnlite:type="slow" bpmnlite:async="true" '
+        'bpmnlite:timeout="PT0.5S" bpmnlite:retries="1"/><endEvent id="e"/>' + chain("s", "make", "e")
+    ))
+    inst = engine.start("p", {"seconds": 30})
+    started = time.monotonic()
+    with engine.worker(threads=1):
+        wait_for(lambda: bool(engine.incidents()), 60, "the timed-out job to become an incident")
+    assert time.monotonic() - started < 25  # interrupted long before the handler's 30 s
+    (incident,) = engine.incidents()
+    assert incident.error_message == "step 'make' timed out" or "timed out" in (incident.error_message or "")
+    assert "timed out" in (incident.error_detail or "")
+    assert engine.instance(inst.id).active_elements == ("make",)
