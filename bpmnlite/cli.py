@@ -93,7 +93,7 @@ def subscriptions(engine: Engine, instance_id: str) -> list[fmt.Subscription]:
         .where(sub.c.instance_id == instance_id)
         .order_by(sub.c.created_at)
     )
-    with engine.db.connect() as conn:
+    with engine.reader.connect() as conn:
         return [fmt.Subscription(r.kind, r.name, r.element_id, r.business_key) for r in conn.execute(query)]
 
 

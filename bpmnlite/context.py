@@ -61,12 +61,14 @@ class TaskContext:
         idempotency_key: str,
         variables: MutableMapping[str, Any],
         write: Callable[[str, Any], None],
+        report: Callable[..., Any] | None = None,
     ) -> None:
         self.element = element
         self.instance_id = instance_id
         self.business_key = business_key
         self.idempotency_key = idempotency_key
         self.variables: MutableMapping[str, Any] = _Variables(variables, write)
+        self._report = report
 
     @property
     def element_id(self) -> str:
@@ -98,6 +100,36 @@ class TaskContext:
                         value = child.text
                 out[ext.attributes["name"]] = (value or "").strip()
         return out
+
+    def progress(
+        self,
+        done: int,
+        total: int | None = None,
+        message: str | None = None,
+        *,
+        key: str | None = None,
+        title: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        """Report progress, visible to other readers while this handler still runs.
+
+        ``key`` names a progress item several steps (or instances) advance
+        together, e.g. ``key=f"publish:{project_id}"``; by default each
+        activity has its own item.
+        """
+        self._emit(key, done=done, total=total, message=message, title=title, status=status)
+
+    def feedback(self, text: str, mode: str = "replace", *, key: str | None = None) -> None:
+        """Set (``mode="replace"``) or add a line to (``mode="append"``) the feedback text of a progress item."""
+        if mode not in ("replace", "append"):
+            raise ValueError("feedback mode is 'replace' or 'append'")
+        self._emit(key, feedback=text, append=mode == "append")
+
+    def _emit(self, key: str | None, **fields: Any) -> None:
+        if self._report is None:
+            raise RuntimeError("progress reporting is not available in this context")
+        self._report(key or f"{self.instance_id}:{self.element.id}", instance_id=self.instance_id,
+                     element_id=self.element.id, **fields)
 
     def error(self, code: str, message: str | None = None) -> BpmnError:
         """Build a ``BpmnError`` to raise: ``raise ctx.error("NotFound")``."""

@@ -30,7 +30,17 @@ from bpmnlite.jobs import executor, failures
 from bpmnlite.jobs.acquire import Claim, release
 from bpmnlite.model import Definitions, FlowNode
 from bpmnlite.plugins import PluginRegistry
-from bpmnlite.records import ActivityInfo, DefinitionInfo, Deployment, InstanceInfo, JobInfo, TaskInfo, VariableChange
+from bpmnlite.progress import ProgressBoard
+from bpmnlite.records import (
+    ActivityInfo,
+    DefinitionInfo,
+    Deployment,
+    InstanceInfo,
+    JobInfo,
+    ProgressInfo,
+    TaskInfo,
+    VariableChange,
+)
 from bpmnlite.runtime import events, timers
 from bpmnlite.runtime.effects import Effects, JobKind
 from bpmnlite.runtime.graph import ExecutionGraph
@@ -95,6 +105,9 @@ class _Env:
     def new_instance_id(self) -> str:
         return new_id()
 
+    def report_progress(self, key: str, **fields: Any) -> Any:
+        return self.engine.progress_board.report(key, **fields)
+
     def queued_jobs(self, definition_id: str, element_id: str) -> int:
         query = sa.select(sa.func.count()).select_from(t.jobs).where(
             t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
@@ -144,6 +157,7 @@ class Engine:
     ) -> None:
         self.url = url
         self.db = database.connect(url)
+        self.reader = database.reader(self.db)
         if create_schema:
             database.upgrade(self.db)
         self.plugins = PluginRegistry(load_entry_points=load_entry_points, plugins=plugins)
@@ -162,6 +176,7 @@ class Engine:
             )
         self._deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
         self._listeners_lock = threading.Lock()
+        self.progress_board = ProgressBoard(self)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -200,13 +215,17 @@ class Engine:
         commit time, and the instance lease is released in the same transaction.
         Messages for the jobs the command created are sent after the commit.
         """
-        with self.db.begin() as conn:
-            env = _Env(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
-            runner = Runner(env)
-            yield conn, runner
-            self._settle(conn, runner)
-            if claim is not None:
-                release(conn, claim)
+        try:
+            with self.db.begin() as conn:
+                env = _Env(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
+                runner = Runner(env)
+                yield conn, runner
+                self._settle(conn, runner)
+                if claim is not None:
+                    release(conn, claim)
+        finally:
+            if self.progress_board.deferred:
+                self.progress_board.flush()  # progress is kept whatever the command's outcome
         self._send(runner.created_jobs)
         self._notify(runner.effects)
 
@@ -269,14 +288,14 @@ class Engine:
             return self._deployer.deploy(conn, source, name, self.clock())
 
     def definitions(self, key: str | None = None) -> list[DefinitionInfo]:
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             query = sa.select(t.definitions).order_by(t.definitions.c.key, t.definitions.c.version)
             if key is not None:
                 query = query.where(t.definitions.c.key == key)
             return [self._deployer_info(row) for row in conn.execute(query)]
 
     def definition(self, key: str, version: int | None = None) -> DefinitionInfo:
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             return self._deployer.latest(conn, key, version)
 
     @staticmethod
@@ -320,7 +339,7 @@ class Engine:
 
     def instance(self, instance_id: str) -> InstanceInfo:
         """The instance as stored now. Raises NotFound."""
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(sa.select(t.instances).where(t.instances.c.id == instance_id)).mappings().first()
         if row is None:
             raise NotFound(f"no process instance {instance_id!r}")
@@ -346,12 +365,12 @@ class Engine:
         if parent_instance_id is not None:
             query = query.where(t.instances.c.parent_instance_id == parent_instance_id)
         query = query.order_by(t.instances.c.started_at.desc()).limit(limit)
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             return [_info_from_row(row) for row in conn.execute(query).mappings()]
 
     def count_instances(self) -> dict[tuple[str, str], int]:
         """Instances per (process key, state): what the dashboard and CLI show."""
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(t.instances.c.process_key, t.instances.c.state, sa.func.count()).group_by(
                     t.instances.c.process_key, t.instances.c.state
@@ -385,7 +404,7 @@ class Engine:
         if element_id is not None:
             query = query.where(t.tasks.c.element_id == element_id)
         query = query.order_by(t.tasks.c.created_at).limit(limit)
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             return [
                 TaskInfo(
                     r.id,
@@ -543,7 +562,7 @@ class Engine:
         if kind is not None:
             query = query.where(t.jobs.c.kind == kind)
         query = query.order_by(t.jobs.c.due_at, t.jobs.c.created_at).limit(limit)
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             return [_job_info(r) for r in conn.execute(query)]
 
     def incidents(self, *, instance_id: str | None = None) -> list[JobInfo]:
@@ -590,7 +609,7 @@ class Engine:
             .order_by(t.jobs.c.priority.desc(), t.jobs.c.due_at)
             .limit(limit)
         )
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             return [r.id for r in conn.execute(query)]
 
     def execute_job(self, job_id: str) -> str:
@@ -691,7 +710,7 @@ class Engine:
     def _time_limits(self, job_ids: list[str]) -> dict[str, int]:
         if not self._deployer.has_timeouts:
             return {}
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(sa.select(t.jobs.c.id, t.jobs.c.payload).where(t.jobs.c.id.in_(job_ids)))
             return {r.id: int(r.payload["timeout_ms"]) for r in rows if r.payload and r.payload.get("timeout_ms")}
 
@@ -769,10 +788,19 @@ class Engine:
         """Fire every timer due at ``now`` (default: the engine clock); returns how many fired."""
         return self.run_jobs(now=now, timers_only=True)
 
+    # ------------------------------------------------------------------ progress
+    def progress(self, key: str) -> ProgressInfo | None:
+        """A progress item by key (see ``TaskContext.progress``), or None."""
+        return self.progress_board.get(key)
+
+    def progress_of(self, instance_id: str) -> list[ProgressInfo]:
+        """Every progress item an instance's handlers reported."""
+        return self.progress_board.of_instance(instance_id)
+
     # ------------------------------------------------------------------ history
     def history(self, instance_id: str) -> list[ActivityInfo]:
         """Activity instances of an instance in start order (element, start, end, outcome)."""
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(t.activity_history)
                 .where(t.activity_history.c.instance_id == instance_id)
@@ -793,7 +821,7 @@ class Engine:
             ]
 
     def variable_history(self, instance_id: str) -> list[VariableChange]:
-        with self.db.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 sa.select(t.variable_history)
                 .where(t.variable_history.c.instance_id == instance_id)

@@ -119,6 +119,26 @@ class ActivityInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressInfo:
+    """A progress item written by running handlers: ``done`` of ``total``, status, feedback text."""
+
+    key: str
+    instance_id: str | None
+    element_id: str | None
+    title: str | None
+    done: int
+    total: int | None
+    status: str
+    message: str | None
+    feedback: str | None
+    updated_at: datetime | None
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(self.done / self.total, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
 class VariableChange:
     instance_id: str
     name: str

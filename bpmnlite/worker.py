@@ -97,7 +97,7 @@ class EmbeddedWorker:
 
 def _due_or_locked(engine: Engine) -> bool:
     stamp = repository.db_time(engine.clock())
-    with engine.db.connect() as conn:
+    with engine.reader.connect() as conn:
         row = conn.execute(
             sa.select(t.jobs.c.id).where(
                 t.jobs.c.state.in_(("executable", "timer")),

@@ -11,7 +11,6 @@ from bpmnlite.testing import Clock, assert_that, run_jobs
 
 from .bpmn import bpmn, chain
 
-
 ORDER = Path(__file__).resolve().parents[1] / "processes" / "order.bpmn"
 TIMED = bpmn(
     '<startEvent id="s"/><scriptTask id="a" bpmnlite:async="true"><script>x = 1</script></scriptTask>'

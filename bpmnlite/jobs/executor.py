@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def _element_limits(engine: Engine, row: Any) -> tuple[int | None, int | None]:
     """(max_concurrent, timeout in ms) of the job's element."""
-    with engine.db.connect() as conn:
+    with engine.reader.connect() as conn:
         graph = engine._deployer.graph(conn, row.definition_id)
     node = graph.nodes.get(row.element_id)
     if node is None:
@@ -64,7 +64,7 @@ def run_job(engine: Engine, job_id: str, owner: str) -> str:
 
 def due_jobs_of_element(engine: Engine, definition_id: str, element_id: str, limit: int) -> list[str]:
     stamp = repository.db_time(engine.clock())
-    with engine.db.connect() as conn:
+    with engine.reader.connect() as conn:
         rows = conn.execute(
             sa.select(t.jobs.c.id).where(
                 t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
@@ -98,7 +98,7 @@ def _run_claimed(engine: Engine, job_id: str, claim: Claim) -> str:
 
 def due_jobs_of_instance(engine: Engine, instance_id: str, exclude: str) -> list[str]:
     stamp = repository.db_time(engine.clock())
-    with engine.db.connect() as conn:
+    with engine.reader.connect() as conn:
         rows = conn.execute(
             sa.select(t.jobs.c.id).where(
                 t.jobs.c.instance_id == instance_id, t.jobs.c.state.in_(RUNNABLE),

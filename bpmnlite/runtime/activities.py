@@ -115,6 +115,7 @@ def _service(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> No
         idempotency_key=idempotency_key(inst, token),
         variables=inst.view(token),
         write=write,
+        report=runner.env.report_progress,
     )
     result = handler(ctx)
     if node.result_variable and result is not None:

@@ -52,6 +52,10 @@ class Environment(Protocol):
 
     def new_instance_id(self) -> str: ...
 
+    def report_progress(self, key: str, **fields: Any) -> Any:
+        """Write a progress report outside the command's transaction (see ``bpmnlite.progress``)."""
+        ...
+
     def queued_jobs(self, definition_id: str, element_id: str) -> int:
         """Jobs of an element waiting to run (for ``bpmnlite:maxQueue``)."""
         ...

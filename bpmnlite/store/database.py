@@ -51,7 +51,13 @@ def _sqlite_settings(engine: SAEngine, *, wal: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # readers (engine.reader) never block in WAL mode; writers queue up front
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("bpmnlite_read") else "BEGIN IMMEDIATE")
+
+
+def reader(engine: SAEngine) -> SAEngine:
+    """The same pool for read-only work: on SQLite a deferred (non-blocking) transaction."""
+    return engine.execution_options(bpmnlite_read=True)
 
 
 def upgrade(engine: SAEngine) -> None:

@@ -162,6 +162,23 @@ activity_history = Table(
     Index("ix_bpm_activity_history_instance", "instance_id"),
 )
 
+progress = Table(
+    "bpm_progress",
+    metadata,
+    # a progress key shared by several steps (seed 002), or "<instance id>:<element id>" by default
+    Column("key", String(255), primary_key=True),
+    Column("instance_id", String(ID)),
+    Column("element_id", String(255)),
+    Column("title", String(255)),
+    Column("done", Integer, nullable=False),
+    Column("total", Integer),
+    Column("status", String(32), nullable=False),
+    Column("message", Text),
+    Column("feedback", Text),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_bpm_progress_instance", "instance_id"),
+)
+
 variable_history = Table(
     "bpm_variable_history",
     metadata,

@@ -28,13 +28,13 @@ def handler(ctx: Any) -> None:
 class TaskTypes:
     @hookimpl
     def bpmnlite_task_types(self) -> Mapping[str, Any]:
-        return {"http": handler, "mail": handler}
+        return {"test-http": handler, "test-mail": handler}
 
 
 class OtherHttp:
     @hookimpl
     def bpmnlite_task_types(self) -> Mapping[str, Any]:
-        return {"http": handler}
+        return {"test-http": handler}
 
 
 class Groovy:
@@ -74,12 +74,12 @@ def test_explicit_plugins_are_registered_beside_entry_points() -> None:
     registry = PluginRegistry(plugins=[TaskTypes()])
     registry.register(Groovy(), name="groovy-plugin")
 
-    assert registry.task_handler("http") is handler
+    assert registry.task_handler("test-http") is handler
     assert registry.task_handler("ftp") is None
-    assert registry.known_task_types() == ["http", "mail"]
+    assert {"test-http", "test-mail"} <= set(registry.known_task_types())
     assert registry.script_language("groovy") is not None
     assert registry.script_language("python") is bpmnlite_script.python_script
-    assert dict(registry.task_types) == {"http": handler, "mail": handler}
+    assert {k: v for k, v in registry.task_types.items() if k.startswith("test-")} == {"test-http": handler, "test-mail": handler}
 
 
 def test_script_formats_are_looked_up_case_insensitively_and_default_to_python() -> None:
@@ -100,7 +100,7 @@ def test_a_name_registered_by_two_plugins_names_both() -> None:
         registry.register(OtherHttp(), name="other")
 
     message = str(caught.value)
-    assert "task type 'http'" in message
+    assert "task type 'test-http'" in message
     assert "'TaskTypes'" in message and "'other'" in message
 
 
@@ -123,7 +123,7 @@ def test_a_failed_registration_leaves_the_registry_as_it_was() -> None:
     with pytest.raises(PluginError):
         registry.register(clash)
 
-    assert registry.known_task_types() == ["http", "mail"]
+    assert registry.known_task_types() == ["test-http", "test-mail"]
     registry.register(Groovy())  # the registry still works
     assert registry.script_language("groovy") is not None
 
@@ -132,7 +132,7 @@ def test_a_misspelled_hook_fails_at_registration() -> None:
     class Typo:
         @hookimpl
         def bpmnlite_task_typess(self) -> Mapping[str, Any]:
-            return {"http": handler}
+            return {"test-http": handler}
 
     registry = PluginRegistry(load_entry_points=False)
 
@@ -144,7 +144,7 @@ def test_a_misspelled_hook_fails_at_registration() -> None:
 def test_a_hook_without_the_hookimpl_marker_fails_at_registration() -> None:
     class Unmarked:
         def bpmnlite_task_types(self) -> Mapping[str, Any]:
-            return {"http": handler}
+            return {"test-http": handler}
 
     with pytest.raises(PluginError, match=r"'bpmnlite_task_types' without marking it with @bpmnlite.hookimpl"):
         PluginRegistry(load_entry_points=False, plugins=[Unmarked()])
@@ -164,12 +164,12 @@ def test_a_registration_hook_must_return_a_mapping_of_usable_values() -> None:
     class NotAMapping:
         @hookimpl
         def bpmnlite_task_types(self) -> Any:
-            return ["http"]
+            return ["test-http"]
 
     class NotCallable:
         @hookimpl
         def bpmnlite_task_types(self) -> Any:
-            return {"http": 42}
+            return {"test-http": 42}
 
     class NoRun:
         @hookimpl
@@ -179,7 +179,7 @@ def test_a_registration_hook_must_return_a_mapping_of_usable_values() -> None:
     registry = PluginRegistry(load_entry_points=False)
     with pytest.raises(PluginError, match="must return a mapping of names, not list"):
         registry.register(NotAMapping())
-    with pytest.raises(PluginError, match="task type 'http' must be a callable, not int"):
+    with pytest.raises(PluginError, match="task type 'test-http' must be a callable, not int"):
         registry.register(NotCallable())
     with pytest.raises(PluginError, match=r"script language 'lua' must be an object with a run\(\) method"):
         registry.register(NoRun())
@@ -192,7 +192,7 @@ def test_registering_the_same_plugin_twice_is_a_no_op() -> None:
     registry.register(plugin)
     registry.register(plugin, name="again")
 
-    assert registry.known_task_types() == ["http", "mail"]
+    assert registry.known_task_types() == ["test-http", "test-mail"]
 
 
 def test_a_plugin_passed_explicitly_and_found_as_an_entry_point_counts_once() -> None:

@@ -135,6 +135,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_bpm_activity_history_instance", "bpm_activity_history", ["instance_id"])
     op.create_table(
+        "bpm_progress",
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("instance_id", sa.String(ID)),
+        sa.Column("element_id", sa.String(255)),
+        sa.Column("title", sa.String(255)),
+        sa.Column("done", sa.Integer, nullable=False),
+        sa.Column("total", sa.Integer),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("message", sa.Text),
+        sa.Column("feedback", sa.Text),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_bpm_progress_instance", "bpm_progress", ["instance_id"])
+    op.create_table(
         "bpm_variable_history",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("instance_id", sa.String(ID), nullable=False),
@@ -148,6 +162,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
+        "bpm_progress",
         "bpm_variable_history",
         "bpm_activity_history",
         "bpm_jobs",
