@@ -306,14 +306,27 @@ class Deployer:
         return graph
 
     def latest(self, conn: Connection, key: str, version: int | None = None) -> DefinitionInfo:
-        query = sa.select(t.definitions).where(t.definitions.c.key == key)
-        if version is not None:
-            query = query.where(t.definitions.c.version == version)
-        row = conn.execute(query.order_by(t.definitions.c.version.desc()).limit(1)).first()
+        if version is None:
+            row = conn.execute(_LATEST, {"key": key}).first()
+        else:
+            row = conn.execute(_VERSION, {"key": key, "version": version}).first()
         if row is None:
             suffix = f" version {version}" if version is not None else ""
             raise NotFound(f"no deployed process {key!r}{suffix}")
         return _info(row)
+
+
+# built once: start() looks the latest version up on every call (always from the database,
+# so a version deployed by another process is seen at once)
+_LATEST = (
+    sa.select(t.definitions)
+    .where(t.definitions.c.key == sa.bindparam("key"))
+    .order_by(t.definitions.c.version.desc())
+    .limit(1)
+)
+_VERSION = sa.select(t.definitions).where(
+    t.definitions.c.key == sa.bindparam("key"), t.definitions.c.version == sa.bindparam("version")
+)
 
 
 def _info(row: Any) -> DefinitionInfo:

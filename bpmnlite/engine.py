@@ -257,6 +257,12 @@ class Engine:
         repository.write_effects(
             conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None
         )
+        # rows written by this flush are stored now: a later clear in the same command must delete them
+        effects = runner.effects
+        runner.stored_owners.update(inst_id for inst_id in runner.instances)
+        runner.stored_owners.update(j.token_id for j in effects.jobs if j.token_id)
+        runner.stored_owners.update(t.token_id for t in effects.tasks)
+        runner.stored_owners.update(s.token_id for s in effects.subscriptions if s.token_id)
         events_seen.extend(runner.effects.events)
 
     def _notify(self, effects: Effects) -> None:

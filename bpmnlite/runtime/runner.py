@@ -69,6 +69,8 @@ class Runner:
         self.visits: Counter[str] = Counter()
         self.now = env.now()
         self.created_jobs: list[str] = []
+        # owners (tokens, scopes, instances) that may have rows in the database
+        self.stored_owners: set[str] = set()
         self.seq = time.time_ns() // 1000 * 1000
 
     # ----------------------------------------------------------------- basics
@@ -82,6 +84,9 @@ class Runner:
     def adopt(self, inst: Instance) -> Instance:
         """Make an instance loaded by the engine part of this command."""
         self.instances[inst.id] = inst
+        if not inst.is_new:
+            self.stored_owners.add(inst.id)
+            self.stored_owners.update(t.id for t in inst.tokens.values() if t.data.get("rows"))
         return inst
 
     def instance(self, instance_id: str) -> Instance:
@@ -190,7 +195,8 @@ class Runner:
     def forget_rows(self, owner_id: str) -> None:
         """Drop the rows an owner (token, scope or instance id) has, stored or still pending."""
         effects = self.effects
-        effects.cleared_tokens.add(owner_id)
+        if owner_id in self.stored_owners:
+            effects.cleared_tokens.add(owner_id)  # a new instance or token has nothing stored to delete
         # rows created earlier in this same command never reach the database
         if effects.tasks:
             kept = [task for task in effects.tasks if task.token_id != owner_id]

@@ -67,6 +67,12 @@ def instance_from_row(row: Any) -> Instance:
     return inst
 
 
+_INSERT_INSTANCE = t.instances.insert()
+_UPDATE_INSTANCE = t.instances.update().where(
+    t.instances.c.id == sa.bindparam("b_id"), t.instances.c.version == sa.bindparam("b_version")
+)
+
+
 def save_instance(conn: Connection, inst: Instance, now: datetime) -> None:
     """Insert a new instance or update it if nobody changed it since it was loaded."""
     ended = db_time(now) if inst.state in FINAL_STATES else None
@@ -77,30 +83,28 @@ def save_instance(conn: Connection, inst: Instance, now: datetime) -> None:
         "error": inst.error,
         "ended_at": ended,
     }
+    # statements are built once and take parameters, so SQLAlchemy reuses their compiled form
     if inst.is_new:
         conn.execute(
-            t.instances.insert().values(
-                id=inst.id,
-                definition_id=inst.definition_id,
-                process_key=inst.process_key,
-                business_key=inst.business_key,
-                version=1,
-                parent_instance_id=inst.parent_instance_id,
-                parent_token_id=inst.parent_token_id,
-                root_instance_id=inst.root_instance_id,
-                suspended=False,
-                started_at=db_time(now),
+            _INSERT_INSTANCE,
+            {
+                "id": inst.id,
+                "definition_id": inst.definition_id,
+                "process_key": inst.process_key,
+                "business_key": inst.business_key,
+                "version": 1,
+                "parent_instance_id": inst.parent_instance_id,
+                "parent_token_id": inst.parent_token_id,
+                "root_instance_id": inst.root_instance_id,
+                "suspended": False,
+                "started_at": db_time(now),
                 **values,
-            )
+            },
         )
         inst.is_new = False
         inst.version = 1
         return
-    result = conn.execute(
-        t.instances.update()
-        .where(t.instances.c.id == inst.id, t.instances.c.version == inst.version)
-        .values(version=inst.version + 1, **values)
-    )
+    result = conn.execute(_UPDATE_INSTANCE, {"b_id": inst.id, "b_version": inst.version, "version": inst.version + 1, **values})
     if result.rowcount != 1:
         raise Conflict(
             f"process instance {inst.id} was changed by another command at the same time; reload it and try again"
