@@ -298,6 +298,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_incidents(args: argparse.Namespace) -> int:
+    args.incidents = True
+    return cmd_jobs(args)
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     with open_engine(args) as engine:
         job = engine.retry(args.job_id, args.retries)
@@ -408,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("jobs", cmd_jobs, "list jobs (timers, async continuations) and incidents")
     p.add_argument("--instance", metavar="ID")
     p.add_argument("--incidents", action="store_true", help="only jobs that ran out of retries")
+    p = command("incidents", cmd_incidents, "list incidents: jobs that ran out of retries, with their errors")
+    p.add_argument("--instance", metavar="ID")
     p = command("retry", cmd_retry, "make an incident's job runnable again")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--retries", type=int, metavar="N", help="attempts to give it (default: the engine's)")

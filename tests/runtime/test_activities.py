@@ -212,3 +212,39 @@ def test_multi_instance_bad_collection_names_element(engine: Engine) -> None:
     ))
     with pytest.raises(ExecutionError, match="'t'"):
         engine.start("p", {"xs": 5})
+
+
+def test_send_task_message_reaches_waiting_instance_with_same_business_key(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><receiveTask id="wait" messageRef="m"/><endEvent id="e"/>' + chain("s", "wait", "e"),
+        "receiver", extra='<message id="m" name="shipped"/>',
+    ))
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><sendTask id="notify" messageRef="m"/><endEvent id="e"/>' + chain("s", "notify", "e"),
+        "sender", extra='<message id="m" name="shipped"/>',
+    ))
+    waiting = engine.start("receiver", business_key="o-7")
+    other = engine.start("receiver", business_key="o-8")
+    engine.start("sender", business_key="o-7")
+    assert engine.instance(waiting.id).state == "completed"
+    assert engine.instance(other.id).state == "waiting"
+
+
+def test_business_rule_task_and_manual_task(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><manualTask id="m"/><businessRuleTask id="rules" bpmnlite:type="record"/>'
+        '<endEvent id="e"/>' + chain("s", "m", "rules", "e")
+    ))
+    inst = engine.start("p")
+    assert inst.state == "completed" and inst.variables["trace"] == ["rules"]
+
+
+def test_link_events_jump_within_the_process(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><intermediateThrowEvent id="go"><linkEventDefinition name="L"/></intermediateThrowEvent>'
+        '<intermediateCatchEvent id="land"><linkEventDefinition name="L"/></intermediateCatchEvent>'
+        '<scriptTask id="after"><script>landed = True</script></scriptTask><endEvent id="e"/>'
+        + flow("s", "go") + flow("land", "after") + flow("after", "e")
+    ))
+    inst = engine.start("p")
+    assert inst.state == "completed" and inst.variables == {"landed": True}
