@@ -23,6 +23,7 @@ from bpmnlite.deployer import Deployer, Source
 from bpmnlite.dispatch import Dispatcher
 
 if TYPE_CHECKING:
+    from bpmnlite.handle import InstanceHandle
     from bpmnlite.worker import EmbeddedWorker
 from bpmnlite.errors import BpmnliteError, Conflict, ExecutionError, ModelError, NotFound, Problem
 from bpmnlite.hookspecs import ScriptLanguage, TaskHandler
@@ -177,6 +178,8 @@ class Engine:
         self._deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
         self._listeners_lock = threading.Lock()
         self.progress_board = ProgressBoard(self)
+        # notified after every command of this engine commits (InstanceHandle.wait listens)
+        self.changed = threading.Condition()
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -223,9 +226,15 @@ class Engine:
                 self._settle(conn, runner)
                 if claim is not None:
                     release(conn, claim)
+        except sa.exc.DBAPIError as exc:
+            if _is_contention(exc):
+                raise Conflict(f"another command changed the same rows at the same time; try again ({exc.orig})") from exc
+            raise
         finally:
             if self.progress_board.deferred:
                 self.progress_board.flush()  # progress is kept whatever the command's outcome
+        with self.changed:
+            self.changed.notify_all()
         self._send(runner.created_jobs)
         self._notify(runner.effects)
 
@@ -242,8 +251,15 @@ class Engine:
                 break
             for name, variables in thrown_signals:
                 self._deliver_signal(conn, runner, name, variables)
-            for name, business_key, variables in thrown_messages:
-                self._deliver_thrown_message(conn, runner, name, business_key, variables)
+            for name, business_key, variables, target in thrown_messages:
+                found = self._correlate(conn, runner, name, business_key, {}, variables, instance_id=target)
+                if found is None and target is not None:
+                    # never drop it silently: the command fails (a job retries, then becomes an incident)
+                    raise ExecutionError(
+                        f"instance {target} does not wait for message {name!r}; catch it with a "
+                        "non-interrupting message event sub-process so it can arrive at any time",
+                        instance_id=target,
+                    )
             runner.run()
         runner.effects.events = events_seen
 
@@ -252,11 +268,13 @@ class Engine:
         for job in runner.effects.jobs:
             if job.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER):
                 runner.created_jobs.append(job.id)
-        for inst in runner.instances.values():
-            repository.save_instance(conn, inst, now)
+        # side rows first, the instance rows last: a command never holds an instance row while it
+        # waits for the row lock of a running job, so two commands cannot wait on each other
         repository.write_effects(
             conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None
         )
+        for inst in runner.instances.values():
+            repository.save_instance(conn, inst, now)
         # rows written by this flush are stored now: a later clear in the same command must delete them
         effects = runner.effects
         runner.stored_owners.update(inst_id for inst_id in runner.instances)
@@ -342,6 +360,12 @@ class Engine:
             graph = self._deployer.graph(conn, info.id)
             inst = events.start_instance(runner, info.id, graph, _json_vars(variables), business_key)
         return self._snapshot(inst)
+
+    def handle(self, instance_id: str) -> InstanceHandle:
+        """A handle to poll an instance or wait for its result (``.poll()``, ``.result(timeout=...)``)."""
+        from bpmnlite.handle import InstanceHandle
+
+        return InstanceHandle(self, instance_id)
 
     def instance(self, instance_id: str) -> InstanceInfo:
         """The instance as stored now. Raises NotFound."""
@@ -458,14 +482,17 @@ class Engine:
         business_key: str | None = None,
         correlation: Mapping[str, Any] | None = None,
         variables: Mapping[str, Any] | None = None,
+        instance_id: str | None = None,
     ) -> InstanceInfo:
         """Deliver a message to the one instance waiting for it, or start one by a message start event.
 
-        Matches the message name plus the business key and/or correlation
-        variables given. Raises NotFound when nothing waits for it.
+        Matches the message name plus the business key, the correlation
+        variables and/or the instance id given. Raises NotFound when nothing
+        waits for it.
         """
         with self._command() as (conn, runner):
-            inst = self._correlate(conn, runner, name, business_key, dict(correlation or {}), _json_vars(variables))
+            inst = self._correlate(conn, runner, name, business_key, dict(correlation or {}), _json_vars(variables),
+                                   instance_id=instance_id)
             if inst is None:
                 detail = f" with business key {business_key!r}" if business_key else ""
                 raise NotFound(f"no instance or start event waits for message {name!r}{detail}")
@@ -479,6 +506,8 @@ class Engine:
         business_key: str | None,
         correlation: dict[str, Any],
         variables: dict[str, Any],
+        *,
+        instance_id: str | None = None,
     ) -> Instance | None:
         query = (
             sa.select(t.subscriptions)
@@ -491,6 +520,8 @@ class Engine:
         )
         if business_key is not None:
             query = query.where(t.subscriptions.c.business_key == business_key)
+        if instance_id is not None:
+            query = query.where(t.subscriptions.c.instance_id == instance_id)
         for sub in conn.execute(query).all():
             inst = runner.instance(sub.instance_id)
             if inst.state in FINAL_STATES or inst.suspended:
@@ -501,6 +532,8 @@ class Engine:
                 continue
             self._deliver(runner, inst, sub, variables)
             return inst
+        if instance_id is not None:
+            return None  # a message for one instance never starts another
         starts = conn.execute(
             sa.select(t.subscriptions).where(
                 t.subscriptions.c.kind == "message",
@@ -543,11 +576,6 @@ class Engine:
             events.deliver(runner, inst, sub.token_id, sub.element_id, dict(variables))
             count += 1
         return count
-
-    def _deliver_thrown_message(
-        self, conn: Connection, runner: Runner, name: str, business_key: str | None, variables: dict[str, Any]
-    ) -> None:
-        self._correlate(conn, runner, name, business_key, {}, variables)
 
     def broadcast_signal(self, name: str, variables: Mapping[str, Any] | None = None) -> int:
         """Deliver a signal to every instance and start event waiting for it; returns how many."""
@@ -850,6 +878,14 @@ class Engine:
             parent_instance_id=inst.parent_instance_id,
             error=inst.error,
         )
+
+
+def _is_contention(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock, serialization failure or busy database: the command lost a race, nothing is wrong."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in ("40P01", "40001", "55P03"):
+        return True
+    return "database is locked" in str(exc.orig)
 
 
 def _json_vars(variables: Mapping[str, Any] | None) -> dict[str, Any]:

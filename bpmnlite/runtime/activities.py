@@ -35,7 +35,7 @@ def execute(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> Non
             _service(runner, inst, token, node)
         else:
             if node.event is not None and node.event.name:
-                runner.effects.messages.append((node.event.name, inst.business_key, {}))
+                runner.effects.messages.append((node.event.name, inst.business_key, {}, None))
             runner.complete(inst, token)
     elif kind is NodeKind.RECEIVE_TASK:
         events.wait_for_message(runner, inst, token, node, node.event.name if node.event else None)
@@ -192,6 +192,10 @@ def _call(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
         parent=None if node.call_background else (inst, token),
     )
     if node.call_background:
+        # listed under its parent, but the parent does not wait; it may ask for a completion message
+        child.parent_instance_id = inst.id
+        child.root_instance_id = inst.root_instance_id or inst.id
+        child.callback_message = node.attributes.get("bpmnlite:completionMessage")
         token.data["child"] = child.id
         runner.complete(inst, token)
         return

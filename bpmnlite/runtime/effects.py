@@ -119,6 +119,7 @@ class Effects:
     consumed_subscriptions: set[str] = field(default_factory=set)
     # signals thrown (name, business key of the thrower) and messages thrown, delivered after the run settles
     signals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    messages: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
+    # (name, business key, variables, target instance id or None)
+    messages: list[tuple[str, str | None, dict[str, Any], str | None]] = field(default_factory=list)
     # events for plugin listeners: (hook name, kwargs)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)

@@ -190,7 +190,7 @@ def throw(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
         if event.kind is EventKind.SIGNAL and event.name:
             runner.effects.signals.append((event.name, {}))
         elif event.kind is EventKind.MESSAGE and event.name:
-            runner.effects.messages.append((event.name, inst.business_key, {}))
+            runner.effects.messages.append((event.name, inst.business_key, {}, None))
         elif event.kind is EventKind.ESCALATION:
             if route_thrown(runner, inst, token, EventKind.ESCALATION, event.name, None, thrower_continues=True):
                 if inst.tokens.get(token.id) is not token:

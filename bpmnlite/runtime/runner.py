@@ -423,6 +423,9 @@ class Runner:
         )
         if state is InstanceState.COMPLETED:
             activities.child_completed(self, inst)
+            if inst.callback_message and inst.parent_instance_id:
+                result = {"result": dict(inst.variables), "childInstanceId": inst.id}
+                self.effects.messages.append((inst.callback_message, None, result, inst.parent_instance_id))
 
     def cancel_token(self, inst: Instance, token: Token, outcome: str = "cancelled") -> None:
         """Remove a token and everything below it, closing their rows and history."""

@@ -127,6 +127,8 @@ class Instance:
     # scopes that are active (process scope = the instance id); owner of event sub-process subscriptions
     is_new: bool = False
     suspended: bool = False
+    # a background child's completion message to its parent (seed 003: handle the result later)
+    callback_message: str | None = None
 
     def children(self, parent_id: str | None) -> Iterator[Token]:
         for token in self.tokens.values():

@@ -60,6 +60,7 @@ def instance_from_row(row: Any) -> Instance:
         version=row["version"],
         error=row["error"],
         suspended=bool(row["suspended"]),
+        callback_message=row["callback_message"],
     )
     for raw in row["tokens"] or []:
         token = Token.from_json(raw)
@@ -96,6 +97,7 @@ def save_instance(conn: Connection, inst: Instance, now: datetime) -> None:
                 "parent_instance_id": inst.parent_instance_id,
                 "parent_token_id": inst.parent_token_id,
                 "root_instance_id": inst.root_instance_id,
+                "callback_message": inst.callback_message,
                 "suspended": False,
                 "started_at": db_time(now),
                 **values,

@@ -69,6 +69,7 @@ instances = Table(
     Column("parent_instance_id", String(ID)),
     Column("parent_token_id", String(ID)),
     Column("root_instance_id", String(ID)),
+    Column("callback_message", String(255)),
     Column("suspended", Boolean, nullable=False, default=False),
     # the lease that keeps exclusive jobs of one instance from running at the same time
     Column("lease_owner", String(128)),

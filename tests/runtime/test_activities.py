@@ -248,3 +248,42 @@ def test_link_events_jump_within_the_process(engine: Engine) -> None:
     ))
     inst = engine.start("p")
     assert inst.state == "completed" and inst.variables == {"landed": True}
+
+
+def test_background_call_reports_back_with_a_completion_message(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="fetch" bpmnlite:type="record" bpmnlite:async="true"/>'
+        '<scriptTask id="shape"><script>answer = 42</script></scriptTask><endEvent id="e"/>'
+        + chain("s", "fetch", "shape", "e"),
+        "api_call",
+    ))
+    engine.deploy(bpmn(
+        """
+        <startEvent id="s"/>
+        <callActivity id="ask" calledElement="api_call" bpmnlite:background="true" bpmnlite:completionMessage="api_done"/>
+        <scriptTask id="go_on"><script>continued = True</script></scriptTask>
+        <receiveTask id="wait_result" messageRef="m"/>
+        <scriptTask id="use"><script>used = result["answer"]</script></scriptTask>
+        <endEvent id="e"/>
+        """
+        + chain("s", "ask", "go_on", "wait_result", "use", "e"),
+        "caller", extra='<message id="m" name="api_done"/>',
+    ))
+    parent = engine.start("caller", {"q": 1})
+    assert parent.variables["continued"] is True and parent.active_elements == ("wait_result",)
+    (child,) = engine.instances(parent_instance_id=parent.id)
+    assert child.variables == {"q": 1} and child.state == "waiting"  # an input snapshot, running on its own
+    engine.run_jobs()
+    assert engine.handle(parent.id).result(timeout=10)["used"] == 42
+    assert engine.instance(child.id).state == "completed"
+
+
+def test_handle_times_out_and_polls(engine: Engine) -> None:
+    engine.deploy(bpmn('<startEvent id="s"/><userTask id="t"/><endEvent id="e"/>' + chain("s", "t", "e")))
+    inst = engine.start("p")
+    handle = engine.handle(inst.id)
+    assert not handle.done() and handle.poll().active_elements == ("t",)
+    with pytest.raises(TimeoutError, match="waits at t"):
+        handle.result(timeout=0.2)
+    engine.complete_task(engine.tasks(instance_id=inst.id)[0].id)
+    assert handle.result(timeout=5) == {}
