@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
-from bpmnlite.errors import BpmnError
+from bpmnlite.errors import BpmnError, TaskStopped
 from bpmnlite.model import ExtensionElement, FlowNode
 
 
@@ -62,6 +62,7 @@ class TaskContext:
         variables: MutableMapping[str, Any],
         write: Callable[[str, Any], None],
         report: Callable[..., Any] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         self.element = element
         self.instance_id = instance_id
@@ -69,6 +70,7 @@ class TaskContext:
         self.idempotency_key = idempotency_key
         self.variables: MutableMapping[str, Any] = _Variables(variables, write)
         self._report = report
+        self._stop_requested = stop_requested
 
     @property
     def element_id(self) -> str:
@@ -125,7 +127,17 @@ class TaskContext:
             raise ValueError("feedback mode is 'replace' or 'append'")
         self._emit(key, feedback=text, append=mode == "append")
 
+    def should_stop(self) -> bool:
+        """True when someone cancelled this instance while the handler runs: finish up and return."""
+        return bool(self._stop_requested and self._stop_requested())
+
+    def check_stop(self) -> None:
+        """Raise ``TaskStopped`` if the instance is being cancelled (call it between units of work)."""
+        if self.should_stop():
+            raise TaskStopped(f"element '{self.element.id}': stopped because instance {self.instance_id} is cancelled")
+
     def _emit(self, key: str | None, **fields: Any) -> None:
+        self.check_stop()
         if self._report is None:
             raise RuntimeError("progress reporting is not available in this context")
         self._report(key or f"{self.instance_id}:{self.element.id}", instance_id=self.instance_id,

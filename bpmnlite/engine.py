@@ -10,6 +10,7 @@ back and the instances are exactly as they were at their last wait state.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,6 +110,9 @@ class _Env:
     def report_progress(self, key: str, **fields: Any) -> Any:
         return self.engine.progress_board.report(key, **fields)
 
+    def stop_requested(self, instance_id: str) -> bool:
+        return self.engine.stop_requested(instance_id)
+
     def queued_jobs(self, definition_id: str, element_id: str) -> int:
         query = sa.select(sa.func.count()).select_from(t.jobs).where(
             t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
@@ -180,6 +184,7 @@ class Engine:
         self.progress_board = ProgressBoard(self)
         # notified after every command of this engine commits (InstanceHandle.wait listens)
         self.changed = threading.Condition()
+        self._stop_requests: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -408,14 +413,47 @@ class Engine:
             )
             return {(r[0], r[1]): r[2] for r in rows}
 
-    def cancel(self, instance_id: str) -> InstanceInfo:
-        """Cancel a running instance and the instances it called."""
-        with self._command() as (_conn, runner):
-            inst = runner.instance(instance_id)
-            if inst.state in FINAL_STATES:
-                raise Conflict(f"process instance {instance_id} has already ended ({inst.state.value})")
-            runner.cancel_instance(inst)
-        return self._snapshot(inst)
+    def cancel(self, instance_id: str, *, timeout: float = 30.0) -> InstanceInfo:
+        """Cancel an instance and the instances it called.
+
+        If one of its jobs is running, the handler is asked to stop
+        (``ctx.should_stop()`` turns true and ``ctx.progress`` raises
+        ``TaskStopped``) and this waits up to ``timeout`` seconds for it.
+
+        Raises:
+            Conflict: it has already ended, or a running job did not stop in time.
+        """
+        self._stop_requests.add(instance_id)
+        try:
+            if self.db.dialect.name != "sqlite":  # other processes' handlers read the flag
+                with self.db.begin() as conn:
+                    conn.execute(t.instances.update().where(t.instances.c.id == instance_id).values(stop_requested=True))
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with self._command() as (_conn, runner):
+                        inst = runner.instance(instance_id)
+                        if inst.state in FINAL_STATES:
+                            raise Conflict(f"process instance {instance_id} has already ended ({inst.state.value})")
+                        runner.cancel_instance(inst)
+                    return self._snapshot(inst)
+                except Conflict:
+                    if time.monotonic() >= deadline or self.instance(instance_id).ended:
+                        raise
+                    with self.changed:  # a running job is finishing: go again when it committed
+                        self.changed.wait(0.2)
+        finally:
+            self._stop_requests.discard(instance_id)
+
+    def stop_requested(self, instance_id: str) -> bool:
+        """Whether ``cancel`` is waiting for this instance's running handler."""
+        if instance_id in self._stop_requests:
+            return True
+        if self.db.dialect.name == "sqlite":
+            return False
+        with self.reader.connect() as conn:
+            flag = conn.execute(sa.select(t.instances.c.stop_requested).where(t.instances.c.id == instance_id)).scalar()
+        return bool(flag)
 
     def set_variables(self, instance_id: str, variables: Mapping[str, Any]) -> InstanceInfo:
         """Set process variables of a waiting instance (one command)."""

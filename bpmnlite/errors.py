@@ -92,6 +92,10 @@ class ScriptError(BpmnliteError):
         super().__init__(prefix + message)
 
 
+class TaskStopped(BpmnliteError):
+    """Raised inside a handler (by ``ctx.progress`` or ``ctx.check_stop``) when its instance is being cancelled."""
+
+
 class NotFound(BpmnliteError):
     """A definition, instance, task, job or subscription does not exist."""
 

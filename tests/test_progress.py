@@ -65,3 +65,40 @@ def test_progress_visible_while_the_job_runs(db_url: str) -> None:
     assert engine.instance(inst.id).state == "completed"
     assert [p.key for p in engine.progress_of(inst.id)] == ["publish:p1"]
     engine.close()
+
+
+class Looper:
+    """Works in small steps until told to stop."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+
+    @hookimpl
+    def bpmnlite_task_types(self) -> dict[str, Any]:
+        return {"long-work": self.work}
+
+    def work(self, ctx: TaskContext) -> None:
+        self.started.set()
+        try:
+            for step in range(10_000):
+                ctx.progress(step, 10_000, "working")  # raises TaskStopped once cancel() asks
+                self.stopped.wait(0.01)
+        finally:
+            self.stopped.set()
+
+
+def test_cancel_stops_a_running_task(db_url: str) -> None:
+    looper = Looper()
+    engine = Engine(db_url, plugins=[looper], load_entry_points=False)
+    engine.deploy(bpmn('<startEvent id="s"/><serviceTask id="work" bpmnlite:type="long-work" bpmnlite:async="true"/>'
+                       '<endEvent id="e"/>' + chain("s", "work", "e")))
+    inst = engine.start("p")
+    with engine.worker(threads=1):
+        assert looper.started.wait(30)
+        cancelled = engine.cancel(inst.id, timeout=30)
+        assert looper.stopped.is_set()
+    assert cancelled.state == "cancelled"
+    assert engine.instance(inst.id).state == "cancelled"
+    assert engine.jobs(instance_id=inst.id) == [] and engine.incidents() == []
+    engine.close()

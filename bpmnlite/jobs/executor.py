@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bpmnlite.errors import Conflict, UncaughtBpmnError
+from bpmnlite.errors import Conflict, TaskStopped, UncaughtBpmnError
 from bpmnlite.jobs import failures
 from bpmnlite.jobs.acquire import RUNNABLE, Claim, acquire, release
 from bpmnlite.runtime.timers import parse_duration
@@ -84,6 +84,11 @@ def _run_claimed(engine: Engine, job_id: str, claim: Claim) -> str:
             conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(dispatched_at=None))
         engine._send([job_id])
         return "conflict"
+    except TaskStopped:
+        # the instance is being cancelled: give the job back; the cancel removes it
+        with engine.db.begin() as conn:
+            release(conn, claim)
+        return "stopped"
     except UncaughtBpmnError as err:
         outcome = failures.record_failure(engine, job_id, err, incident=True, claim=claim)
         return outcome

@@ -116,6 +116,7 @@ def _service(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> No
         variables=inst.view(token),
         write=write,
         report=runner.env.report_progress,
+        stop_requested=lambda: runner.env.stop_requested(inst.id),
     )
     result = handler(ctx)
     if node.result_variable and result is not None:

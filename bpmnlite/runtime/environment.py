@@ -52,6 +52,10 @@ class Environment(Protocol):
 
     def new_instance_id(self) -> str: ...
 
+    def stop_requested(self, instance_id: str) -> bool:
+        """Whether a cancel of this instance is waiting for the running handler."""
+        ...
+
     def report_progress(self, key: str, **fields: Any) -> Any:
         """Write a progress report outside the command's transaction (see ``bpmnlite.progress``)."""
         ...

@@ -15,7 +15,15 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
-from bpmnlite.errors import BpmnError, BpmnliteError, Conflict, ExecutionError, ExpressionError, UncaughtBpmnError
+from bpmnlite.errors import (
+    BpmnError,
+    BpmnliteError,
+    Conflict,
+    ExecutionError,
+    ExpressionError,
+    TaskStopped,
+    UncaughtBpmnError,
+)
 from bpmnlite.expressions import evaluate
 from bpmnlite.model import ACTIVITY_KINDS, EventKind, FlowNode, NodeKind, SequenceFlow
 from bpmnlite.runtime import listeners
@@ -274,7 +282,7 @@ class Runner:
                     self.step(inst, token)
                 except BpmnError as err:
                     self.throw_error(inst, token, err.code, err.message, err.variables)
-                except (ExecutionError, Conflict):
+                except (ExecutionError, Conflict, TaskStopped):
                     raise
                 except BpmnliteError as exc:  # scripts, expressions: report as a failure at the element
                     node_id = token.node_id

@@ -99,6 +99,7 @@ def save_instance(conn: Connection, inst: Instance, now: datetime) -> None:
                 "root_instance_id": inst.root_instance_id,
                 "callback_message": inst.callback_message,
                 "suspended": False,
+                "stop_requested": False,
                 "started_at": db_time(now),
                 **values,
             },

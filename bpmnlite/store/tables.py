@@ -70,6 +70,8 @@ instances = Table(
     Column("parent_token_id", String(ID)),
     Column("root_instance_id", String(ID)),
     Column("callback_message", String(255)),
+    # set by cancel() before it waits for a running job: handlers see it and stop early
+    Column("stop_requested", Boolean, nullable=False, default=False),
     Column("suspended", Boolean, nullable=False, default=False),
     # the lease that keeps exclusive jobs of one instance from running at the same time
     Column("lease_owner", String(128)),

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("parent_token_id", sa.String(ID)),
         sa.Column("root_instance_id", sa.String(ID)),
         sa.Column("callback_message", sa.String(255)),
+        sa.Column("stop_requested", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("suspended", sa.Boolean, nullable=False),
         sa.Column("lease_owner", sa.String(128)),
         sa.Column("lease_expires_at", sa.DateTime),
