@@ -125,6 +125,16 @@ def check_for_engine(
                 parse_retries(cfg.retries, 3, cfg.retry_backoff)
             except ValueError as exc:
                 problem(str(exc), node)
+            if cfg.timeout:
+                try:
+                    timers.parse_duration(cfg.timeout)
+                except Exception:  # isodate raises several kinds
+                    problem(f"bpmnlite:timeout {cfg.timeout!r} is not an ISO 8601 duration (e.g. PT5M)", node)
+            if registry.has_listeners("bpmnlite_check_element"):
+                task_type = resolve_name(node.task_type) if node.task_type else None
+                for messages in registry.hook.bpmnlite_check_element(element=node, task_type=task_type):
+                    for message in messages or ():
+                        problem(str(message), node)
             if node.event is not None and node.event.kind is EventKind.TIMER and node.event.timer is not None:
                 spec = node.event.timer
                 text = spec.expression.strip()

@@ -786,6 +786,12 @@ class Engine:
             rows = conn.execute(sa.select(t.jobs.c.id, t.jobs.c.payload).where(t.jobs.c.id.in_(job_ids)))
             return {r.id: int(r.payload["timeout_ms"]) for r in rows if r.payload and r.payload.get("timeout_ms")}
 
+    def _job_failed(self, job_id: str, element_id: str, error: str, retries_left: int) -> None:
+        if self.plugins.has_listeners("bpmnlite_job_failed"):
+            self.plugins.hook.bpmnlite_job_failed(
+                job_id=job_id, element_id=element_id, error=error, retries_left=retries_left
+            )
+
     def _incident_raised(self, job_id: str, error: str) -> None:
         if self.plugins.has_listeners("bpmnlite_incident_raised"):
             self.plugins.hook.bpmnlite_incident_raised(job_id=job_id, error=error)

@@ -13,13 +13,14 @@ a hook chain. A name registered twice fails at start-up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
     from bpmnlite.context import TaskContext
+    from bpmnlite.model import FlowNode
 
 PROJECT = "bpmnlite"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -93,6 +94,28 @@ def bpmnlite_expression_functions() -> Mapping[str, Callable[..., Any]]:  # type
     They run with the expression's caller's privileges, so expose only pure,
     safe functions.
     """
+
+
+@hookspec
+def bpmnlite_check_element(element: FlowNode, task_type: str | None) -> Iterable[str] | None:
+    """Check an element's configuration when a model is deployed (or validated).
+
+    Called for every flow node of an executable process; ``task_type`` is the
+    resolved task type name (after ``class_map``) or None. Return problem
+    messages for elements this plugin handles (an empty list or None when
+    fine); they are reported with the element id and line, and the model is
+    not deployed. Must not import user code or touch the network.
+    """
+
+
+@hookspec
+def bpmnlite_job_failed(job_id: str, element_id: str, error: str, retries_left: int) -> None:
+    """A job failed and will be retried (``retries_left`` > 0) or became an incident."""
+
+
+@hookspec
+def bpmnlite_incident_raised(job_id: str, error: str) -> None:
+    """A job ran out of retries (or hit an uncaught BPMN error): it is now an incident."""
 
 
 @hookspec

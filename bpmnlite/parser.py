@@ -103,7 +103,7 @@ _RETRY_CYCLE_TAGS: tuple[str, ...] = ("camunda:failedJobRetryTimeCycle", "flowab
 _RETRY_CYCLE_TAGS += ("activiti:failedJobRetryTimeCycle",)
 _RETRIES_FORMAT = re.compile(r"\d+|R\d*/\S+")
 _VENDORS = ("camunda", "flowable", "activiti")
-_RESULT_VARIABLE_ATTRS = tuple(f"{v}:resultVariable" for v in _VENDORS)
+_RESULT_VARIABLE_ATTRS = ("bpmnlite:resultVariable",) + tuple(f"{v}:resultVariable" for v in _VENDORS)
 _TASK_TYPE_ATTRS = tuple(f"{v}:class" for v in _VENDORS) + tuple(f"{v}:delegateExpression" for v in _VENDORS)
 _TASK_TYPE_ATTRS += tuple(f"{v}:expression" for v in _VENDORS) + ("flowable:type", "activiti:type")
 

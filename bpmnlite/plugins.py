@@ -57,6 +57,8 @@ class PluginRegistry:
         self._script_languages: Mapping[str, ScriptLanguage] = MappingProxyType({})
         self._expression_functions: Mapping[str, Callable[..., Any]] = MappingProxyType({})
         self._listened: frozenset[str] = frozenset()
+        # plugins that came from entry points: an explicitly registered plugin may replace their names
+        self._installed: set[str] = set()
         if load_entry_points:
             self._load_entry_points()
         for plugin in plugins:
@@ -113,6 +115,7 @@ class PluginRegistry:
             except Exception as exc:
                 raise PluginError(f"plugin {where} failed to load: {type(exc).__name__}: {exc}") from exc
             try:
+                self._installed.add(entry_point.name)
                 self.register(plugin, entry_point.name)
             except PluginError as exc:
                 raise PluginError(f"plugin {where}: {exc}") from exc
@@ -167,9 +170,15 @@ class PluginRegistry:
                 if lower:
                     key = key.strip().lower()
                 if key in owners:
-                    raise PluginError(
-                        f"{what} {key!r} is registered by both plugin {owners[key]!r} and plugin {owner!r}"
-                    )
+                    # a configured plugin passed explicitly (e.g. MailPlugin(host=...)) replaces the installed one
+                    if owners[key] in self._installed and owner not in self._installed:
+                        pass
+                    elif owner in self._installed and owners[key] not in self._installed:
+                        continue
+                    else:
+                        raise PluginError(
+                            f"{what} {key!r} is registered by both plugin {owners[key]!r} and plugin {owner!r}"
+                        )
                 owners[key] = owner
                 table[key] = value
         return table

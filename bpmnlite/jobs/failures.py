@@ -71,6 +71,8 @@ def record_failure(
             values["due_at"] = repository.db_time(now + policy.backoff)
             outcome = "failed"
         conn.execute(t.jobs.update().where(t.jobs.c.id == job_id).values(**values))
+    first_line = str(values["error_detail"]).splitlines()[0]
+    engine._job_failed(job_id, row.element_id, first_line, int(values["retries"]))
     if outcome == "incident":
-        engine._incident_raised(job_id, str(values["error_detail"]).splitlines()[0])
+        engine._incident_raised(job_id, first_line)
     return outcome
