@@ -1,0 +1,7 @@
+"""Task types of the contracts example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TASK_TYPES: dict[str, Any] = {}
