@@ -13,22 +13,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from bpmnlite.command_env import CommandEnvironment
 from bpmnlite.deployer import Deployer, Source
 from bpmnlite.dispatch import Dispatcher
 
 if TYPE_CHECKING:
     from bpmnlite.handle import InstanceHandle
     from bpmnlite.worker import EmbeddedWorker
+from bpmnlite import messaging, queries
 from bpmnlite.errors import BpmnliteError, Conflict, ExecutionError, ModelError, NotFound, Problem
-from bpmnlite.hookspecs import ScriptLanguage, TaskHandler
-from bpmnlite.jobs import executor, failures
+from bpmnlite.jobs import control, executor, failures
 from bpmnlite.jobs.acquire import Claim, release
 from bpmnlite.model import Definitions, FlowNode
 from bpmnlite.plugins import PluginRegistry
@@ -43,9 +43,8 @@ from bpmnlite.records import (
     TaskInfo,
     VariableChange,
 )
-from bpmnlite.runtime import events, timers
+from bpmnlite.runtime import events
 from bpmnlite.runtime.effects import Effects, JobKind
-from bpmnlite.runtime.graph import ExecutionGraph
 from bpmnlite.runtime.runner import Runner
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait, new_id
 from bpmnlite.store import database, repository
@@ -56,72 +55,6 @@ Clock = Callable[[], datetime]
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class _Env:
-    """The runtime's view of the engine during one command (see runtime.environment)."""
-
-    engine: Engine
-    conn: Connection
-    trusted_scripts: bool
-    max_steps: int
-    functions: Mapping[str, Callable[..., Any]]
-    clock: Clock
-
-    def now(self) -> datetime:
-        return self.clock()
-
-    def graph(self, definition_id: str) -> ExecutionGraph:
-        return self.engine._deployer.graph(self.conn, definition_id)
-
-    def latest_definition(self, process_key: str) -> tuple[str, ExecutionGraph]:
-        info = self.engine._deployer.latest(self.conn, process_key)
-        return info.id, self.graph(info.id)
-
-    def load_instance(self, instance_id: str) -> Instance:
-        return repository.load_instance(self.conn, instance_id)
-
-    def task_handler(self, node: FlowNode) -> TaskHandler:
-        name = self.engine.resolve_task_type(node)
-        handler = self.engine.plugins.task_handler(name) if name else None
-        if handler is None:
-            known = ", ".join(self.engine.plugins.known_task_types()) or "none"
-            raise ExecutionError(f"no handler for task type {name!r} (known: {known})", element_id=node.id)
-        return handler
-
-    def listener_handler(self, name: str, node: FlowNode) -> TaskHandler:
-        type_name = self.engine.resolve_name(name)
-        handler = self.engine.plugins.task_handler(type_name)
-        if handler is None:
-            raise ExecutionError(f"no handler for execution listener {name!r}", element_id=node.id)
-        return handler
-
-    def script_language(self, node: FlowNode) -> ScriptLanguage:
-        fmt = (node.script_format or "python").lower()
-        lang = self.engine.plugins.script_language(fmt)
-        if lang is None:
-            raise ExecutionError(f"no script language {fmt!r} is registered", element_id=node.id)
-        return lang
-
-    def new_instance_id(self) -> str:
-        return new_id()
-
-    def report_progress(self, key: str, **fields: Any) -> Any:
-        return self.engine.progress_board.report(key, **fields)
-
-    def stop_requested(self, instance_id: str) -> bool:
-        return self.engine.stop_requested(instance_id)
-
-    def queued_jobs(self, definition_id: str, element_id: str) -> int:
-        query = sa.select(sa.func.count()).select_from(t.jobs).where(
-            t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
-            t.jobs.c.state == "executable",
-        )
-        return int(self.conn.execute(query).scalar() or 0)
-
-    def has_listeners(self, hook: str) -> bool:
-        return self.engine.plugins.has_listeners(hook)
 
 
 class Engine:
@@ -179,7 +112,7 @@ class Engine:
             self.dispatcher = Dispatcher(
                 self, broker_url, queue=queue, time_limit=int(lock_duration.total_seconds() * 1000)
             )
-        self._deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
+        self.deployer = Deployer(self.plugins, self.resolve_name, dict(self.plugins.expression_functions))
         self._listeners_lock = threading.Lock()
         self.progress_board = ProgressBoard(self)
         # notified after every command of this engine commits (InstanceHandle.wait listens)
@@ -199,7 +132,7 @@ class Engine:
     def register_plugin(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object (task types, script languages, listeners)."""
         self.plugins.register(plugin, name)
-        self._deployer.functions = dict(self.plugins.expression_functions)
+        self.deployer.functions = dict(self.plugins.expression_functions)
 
     def resolve_task_type(self, node: FlowNode) -> str | None:
         """The task type name for a service task, after the class map."""
@@ -225,7 +158,7 @@ class Engine:
         """
         try:
             with self.db.begin() as conn:
-                env = _Env(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
+                env = CommandEnvironment(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
                 runner = Runner(env)
                 yield conn, runner
                 self._settle(conn, runner)
@@ -255,9 +188,9 @@ class Engine:
             if not thrown_signals and not thrown_messages:
                 break
             for name, variables in thrown_signals:
-                self._deliver_signal(conn, runner, name, variables)
+                messaging.deliver_signal(self, conn, runner, name, variables)
             for name, business_key, variables, target in thrown_messages:
-                found = self._correlate(conn, runner, name, business_key, {}, variables, instance_id=target)
+                found = messaging.correlate(self, conn, runner, name, business_key, {}, variables, instance_id=target)
                 if found is None and target is not None:
                     # never drop it silently: the command fails (a job retries, then becomes an incident)
                     raise ExecutionError(
@@ -301,7 +234,7 @@ class Engine:
         Raises:
             ModelError: every problem, each naming element and line.
         """
-        defs, _data, _name = self._deployer.check(source, name)
+        defs, _data, _name = self.deployer.check(source, name)
         return defs
 
     def deploy(self, source: Source, *, name: str | None = None) -> Deployment:
@@ -314,30 +247,15 @@ class Engine:
             ModelError: the model is invalid; nothing was deployed.
         """
         with self.db.begin() as conn:
-            return self._deployer.deploy(conn, source, name, self.clock())
+            return self.deployer.deploy(conn, source, name, self.clock())
 
     def definitions(self, key: str | None = None) -> list[DefinitionInfo]:
-        with self.reader.connect() as conn:
-            query = sa.select(t.definitions).order_by(t.definitions.c.key, t.definitions.c.version)
-            if key is not None:
-                query = query.where(t.definitions.c.key == key)
-            return [self._deployer_info(row) for row in conn.execute(query)]
+        return queries.definitions(self, key)
 
     def definition(self, key: str, version: int | None = None) -> DefinitionInfo:
         with self.reader.connect() as conn:
-            return self._deployer.latest(conn, key, version)
+            return self.deployer.latest(conn, key, version)
 
-    @staticmethod
-    def _deployer_info(row: Any) -> DefinitionInfo:
-        return DefinitionInfo(
-            row.id,
-            row.key,
-            row.version,
-            row.name,
-            row.executable,
-            row.deployment_id,
-            repository.py_time(row.deployed_at) or datetime.min,
-        )
 
     # ------------------------------------------------------------------ instances
     def start(
@@ -356,13 +274,13 @@ class Engine:
             ExecutionError: an element failed; nothing was saved.
         """
         with self._command() as (conn, runner):
-            info = self._deployer.latest(conn, process_key, version)
+            info = self.deployer.latest(conn, process_key, version)
             if not info.executable:
                 raise ModelError(
                     [Problem(f'process {process_key!r} is not executable (isExecutable="false")', process_key)],
                     f"process {process_key!r} cannot be started",
                 )
-            graph = self._deployer.graph(conn, info.id)
+            graph = self.deployer.graph(conn, info.id)
             inst = events.start_instance(runner, info.id, graph, _json_vars(variables), business_key)
         return self._snapshot(inst)
 
@@ -374,11 +292,7 @@ class Engine:
 
     def instance(self, instance_id: str) -> InstanceInfo:
         """The instance as stored now. Raises NotFound."""
-        with self.reader.connect() as conn:
-            row = conn.execute(sa.select(t.instances).where(t.instances.c.id == instance_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"no process instance {instance_id!r}")
-        return _info_from_row(row)
+        return queries.instance(self, instance_id)
 
     def instances(
         self,
@@ -390,28 +304,11 @@ class Engine:
         limit: int = 1000,
     ) -> list[InstanceInfo]:
         """Instances, newest first, filtered by key, state, business key or parent."""
-        query = sa.select(t.instances)
-        if process_key is not None:
-            query = query.where(t.instances.c.process_key == process_key)
-        if state is not None:
-            query = query.where(t.instances.c.state == state)
-        if business_key is not None:
-            query = query.where(t.instances.c.business_key == business_key)
-        if parent_instance_id is not None:
-            query = query.where(t.instances.c.parent_instance_id == parent_instance_id)
-        query = query.order_by(t.instances.c.started_at.desc()).limit(limit)
-        with self.reader.connect() as conn:
-            return [_info_from_row(row) for row in conn.execute(query).mappings()]
+        return queries.instances(self, process_key=process_key, state=state, business_key=business_key, parent_instance_id=parent_instance_id, limit=limit)
 
     def count_instances(self) -> dict[tuple[str, str], int]:
         """Instances per (process key, state): what the dashboard and CLI show."""
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.instances.c.process_key, t.instances.c.state, sa.func.count()).group_by(
-                    t.instances.c.process_key, t.instances.c.state
-                )
-            )
-            return {(r[0], r[1]): r[2] for r in rows}
+        return queries.count_instances(self)
 
     def cancel(self, instance_id: str, *, timeout: float = 30.0) -> InstanceInfo:
         """Cancel an instance and the instances it called.
@@ -466,26 +363,7 @@ class Engine:
     def tasks(
         self, *, instance_id: str | None = None, element_id: str | None = None, state: str = "open", limit: int = 1000
     ) -> list[TaskInfo]:
-        query = sa.select(t.tasks).where(t.tasks.c.state == state)
-        if instance_id is not None:
-            query = query.where(t.tasks.c.instance_id == instance_id)
-        if element_id is not None:
-            query = query.where(t.tasks.c.element_id == element_id)
-        query = query.order_by(t.tasks.c.created_at).limit(limit)
-        with self.reader.connect() as conn:
-            return [
-                TaskInfo(
-                    r.id,
-                    r.instance_id,
-                    r.element_id,
-                    r.name,
-                    r.state,
-                    repository.py_time(r.created_at),
-                    dict(r.attributes or {}),
-                    repository.py_time(r.ended_at),
-                )
-                for r in conn.execute(query)
-            ]
+        return queries.tasks(self, instance_id=instance_id, element_id=element_id, state=state, limit=limit)
 
     def complete_task(self, task_id: str, variables: Mapping[str, Any] | None = None) -> InstanceInfo:
         """Complete an open user task and run the instance to its next wait states.
@@ -529,96 +407,17 @@ class Engine:
         waits for it.
         """
         with self._command() as (conn, runner):
-            inst = self._correlate(conn, runner, name, business_key, dict(correlation or {}), _json_vars(variables),
+            inst = messaging.correlate(self, conn, runner, name, business_key, dict(correlation or {}), _json_vars(variables),
                                    instance_id=instance_id)
             if inst is None:
                 detail = f" with business key {business_key!r}" if business_key else ""
                 raise NotFound(f"no instance or start event waits for message {name!r}{detail}")
         return self._snapshot(inst)
 
-    def _correlate(
-        self,
-        conn: Connection,
-        runner: Runner,
-        name: str,
-        business_key: str | None,
-        correlation: dict[str, Any],
-        variables: dict[str, Any],
-        *,
-        instance_id: str | None = None,
-    ) -> Instance | None:
-        query = (
-            sa.select(t.subscriptions)
-            .where(
-                t.subscriptions.c.kind == "message",
-                t.subscriptions.c.name == name,
-                t.subscriptions.c.instance_id.is_not(None),
-            )
-            .order_by(t.subscriptions.c.created_at)
-        )
-        if business_key is not None:
-            query = query.where(t.subscriptions.c.business_key == business_key)
-        if instance_id is not None:
-            query = query.where(t.subscriptions.c.instance_id == instance_id)
-        for sub in conn.execute(query).all():
-            inst = runner.instance(sub.instance_id)
-            if inst.state in FINAL_STATES or inst.suspended:
-                continue
-            if correlation and any(inst.variables.get(k) != v for k, v in correlation.items()):
-                continue
-            if sub.token_id != inst.id and sub.token_id not in inst.tokens:
-                continue
-            self._deliver(runner, inst, sub, variables)
-            return inst
-        if instance_id is not None:
-            return None  # a message for one instance never starts another
-        starts = conn.execute(
-            sa.select(t.subscriptions).where(
-                t.subscriptions.c.kind == "message",
-                t.subscriptions.c.name == name,
-                t.subscriptions.c.instance_id.is_(None),
-            )
-        ).all()
-        if starts and not correlation:
-            sub = starts[0]
-            graph = self._deployer.graph(conn, sub.definition_id)
-            return events.start_instance(
-                runner, sub.definition_id, graph, variables, business_key, start=graph.nodes[sub.element_id]
-            )
-        return None
-
-    def _deliver(self, runner: Runner, inst: Instance, sub: Any, variables: dict[str, Any]) -> Instance:
-        # a subscription is consumed by the token rules: the owner moves on (rows cleared),
-        # or stays for a non-interrupting catcher, which may fire again
-        events.deliver(runner, inst, sub.token_id, sub.element_id, variables)
-        return inst
-
-    def _deliver_signal(self, conn: Connection, runner: Runner, name: str, variables: dict[str, Any]) -> int:
-        count = 0
-        subs = conn.execute(
-            sa.select(t.subscriptions)
-            .where(t.subscriptions.c.kind == "signal", t.subscriptions.c.name == name)
-            .order_by(t.subscriptions.c.created_at)
-        ).all()
-        for sub in subs:
-            if sub.instance_id is None:
-                graph = self._deployer.graph(conn, sub.definition_id)
-                events.start_instance(
-                    runner, sub.definition_id, graph, dict(variables), None, start=graph.nodes[sub.element_id]
-                )
-                count += 1
-                continue
-            inst = runner.instance(sub.instance_id)
-            if inst.state in FINAL_STATES or inst.suspended or (sub.token_id != inst.id and sub.token_id not in inst.tokens):
-                continue
-            events.deliver(runner, inst, sub.token_id, sub.element_id, dict(variables))
-            count += 1
-        return count
-
     def broadcast_signal(self, name: str, variables: Mapping[str, Any] | None = None) -> int:
         """Deliver a signal to every instance and start event waiting for it; returns how many."""
         with self._command() as (conn, runner):
-            count = self._deliver_signal(conn, runner, name, _json_vars(variables))
+            count = messaging.deliver_signal(self, conn, runner, name, _json_vars(variables))
         return count
 
     # ------------------------------------------------------------------ jobs and timers
@@ -626,16 +425,7 @@ class Engine:
         self, *, instance_id: str | None = None, state: str | None = None, kind: str | None = None, limit: int = 1000
     ) -> list[JobInfo]:
         """Jobs (async continuations and timers); ``state="deadletter"`` are incidents."""
-        query = sa.select(t.jobs)
-        if instance_id is not None:
-            query = query.where(t.jobs.c.instance_id == instance_id)
-        if state is not None:
-            query = query.where(t.jobs.c.state == state)
-        if kind is not None:
-            query = query.where(t.jobs.c.kind == kind)
-        query = query.order_by(t.jobs.c.due_at, t.jobs.c.created_at).limit(limit)
-        with self.reader.connect() as conn:
-            return [_job_info(r) for r in conn.execute(query)]
+        return queries.jobs(self, instance_id=instance_id, state=state, kind=kind, limit=limit)
 
     def incidents(self, *, instance_id: str | None = None) -> list[JobInfo]:
         """Jobs that ran out of retries (dead-letter jobs), with their errors."""
@@ -643,46 +433,11 @@ class Engine:
 
     def retry(self, job_id: str, retries: int | None = None) -> JobInfo:
         """Make an incident (or a failing job) runnable again with ``retries`` attempts."""
-        with self.db.begin() as conn:
-            row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
-            if row is None:
-                raise NotFound(f"no job {job_id!r}")
-            state = (
-                "timer"
-                if row.kind in (JobKind.TIMER.value, JobKind.START_TIMER.value) and row.state != "deadletter"
-                else "executable"
-            )
-            conn.execute(
-                t.jobs.update()
-                .where(t.jobs.c.id == job_id)
-                .values(
-                    state=state,
-                    retries=retries or self.default_retries,
-                    due_at=repository.db_time(self.clock()),
-                    lock_owner=None,
-                    lock_expires_at=None,
-                )
-            )
-            new = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
-        assert new is not None
-        return _job_info(new)
+        return control.retry(self, job_id, retries)
 
     def due_jobs(self, now: datetime | None = None, limit: int = 100, *, timers_only: bool = False) -> list[str]:
         """Ids of jobs due at ``now`` (executable and timers), oldest first."""
-        stamp = repository.db_time(now or self.clock())
-        states = ("timer",) if timers_only else ("executable", "timer")
-        query = (
-            sa.select(t.jobs.c.id)
-            .where(
-                t.jobs.c.state.in_(states),
-                t.jobs.c.due_at <= stamp,
-                sa.or_(t.jobs.c.lock_expires_at.is_(None), t.jobs.c.lock_expires_at < stamp),
-            )
-            .order_by(t.jobs.c.priority.desc(), t.jobs.c.due_at)
-            .limit(limit)
-        )
-        with self.reader.connect() as conn:
-            return [r.id for r in conn.execute(query)]
+        return queries.due_jobs(self, now, limit, timers_only=timers_only)
 
     def execute_job(self, job_id: str) -> str:
         """Run one job now, in this thread, as a worker would (see ``run_job``)."""
@@ -704,7 +459,7 @@ class Engine:
             if row is None:
                 return  # gone, or taken over by another worker after our lock expired
             runner.effects.consumed_jobs.add(job_id)
-            self._resume(conn, runner, row)
+            control.resume(self, conn, runner, row)
 
     def job_timed_out(self, job_id: str, *, owner: str) -> str:
         """Record that a job ran past its time limit: handled like a failure (retry or incident)."""
@@ -738,36 +493,15 @@ class Engine:
 
     def release_locks(self, owner: str) -> None:
         """Give back every job lock and instance lease held by ``owner`` (a stopping worker)."""
-        with self.db.begin() as conn:
-            conn.execute(t.jobs.update().where(t.jobs.c.lock_owner == owner)
-                         .values(lock_owner=None, lock_expires_at=None, dispatched_at=None))
-            conn.execute(t.instances.update().where(t.instances.c.lease_owner == owner)
-                         .values(lease_owner=None, lease_expires_at=None))
+        control.release_locks(self, owner)
 
     def suspend(self, instance_id: str) -> InstanceInfo:
         """Suspend an instance: its jobs do not run and its commands are refused until ``activate``."""
-        return self._set_suspended(instance_id, True)
+        return control.set_suspended(self, instance_id, True)
 
     def activate(self, instance_id: str) -> InstanceInfo:
         """Resume a suspended instance; its jobs become runnable again."""
-        return self._set_suspended(instance_id, False)
-
-    def _set_suspended(self, instance_id: str, suspended: bool) -> InstanceInfo:
-        with self.db.begin() as conn:
-            inst = repository.load_instance(conn, instance_id)
-            if inst.state in FINAL_STATES:
-                raise Conflict(f"process instance {instance_id} has already ended ({inst.state.value})")
-            conn.execute(t.instances.update().where(t.instances.c.id == instance_id).values(suspended=suspended))
-            jobs = t.jobs
-            if suspended:
-                conn.execute(jobs.update().where(jobs.c.instance_id == instance_id, jobs.c.state.in_(("executable", "timer")))
-                             .values(state="suspended"))
-            else:
-                for kind, state in ((JobKind.TIMER.value, "timer"), (JobKind.ASYNC_BEFORE.value, "executable"),
-                                    (JobKind.ASYNC_AFTER.value, "executable")):
-                    conn.execute(jobs.update().where(jobs.c.instance_id == instance_id, jobs.c.state == "suspended",
-                                                     jobs.c.kind == kind).values(state=state, dispatched_at=None))
-        return self.instance(instance_id)
+        return control.set_suspended(self, instance_id, False)
 
     def reconcile(self, now: datetime | None = None) -> int:
         """Re-send due jobs whose message may be lost, and free expired locks; returns how many were sent."""
@@ -777,14 +511,7 @@ class Engine:
     def _send(self, job_ids: list[str]) -> int:
         if not job_ids or self.dispatcher is None:
             return 0
-        return self.dispatcher.send(job_ids, time_limits=self._time_limits(job_ids))
-
-    def _time_limits(self, job_ids: list[str]) -> dict[str, int]:
-        if not self._deployer.has_timeouts:
-            return {}
-        with self.reader.connect() as conn:
-            rows = conn.execute(sa.select(t.jobs.c.id, t.jobs.c.payload).where(t.jobs.c.id.in_(job_ids)))
-            return {r.id: int(r.payload["timeout_ms"]) for r in rows if r.payload and r.payload.get("timeout_ms")}
+        return self.dispatcher.send(job_ids, time_limits=control.time_limits(self, job_ids))
 
     def _job_failed(self, job_id: str, element_id: str, error: str, retries_left: int) -> None:
         if self.plugins.has_listeners("bpmnlite_job_failed"):
@@ -795,58 +522,6 @@ class Engine:
     def _incident_raised(self, job_id: str, error: str) -> None:
         if self.plugins.has_listeners("bpmnlite_incident_raised"):
             self.plugins.hook.bpmnlite_incident_raised(job_id=job_id, error=error)
-
-    def _resume(self, conn: Connection, runner: Runner, row: Any) -> None:
-        kind = JobKind(row.kind)
-        if kind is JobKind.START_TIMER:
-            graph = self._deployer.graph(conn, row.definition_id)
-            start = graph.nodes[row.element_id]
-            self._rearm(runner, row, None, graph)
-            events.start_instance(runner, row.definition_id, graph, {}, None, start=start)
-            return
-        inst = runner.instance(row.instance_id)
-        if inst.state in FINAL_STATES:
-            return
-        if kind is JobKind.TIMER:
-            owner_exists = row.token_id == inst.id or row.token_id in inst.tokens
-            if not owner_exists:
-                return
-            graph = runner.graph_of(inst)
-            element = graph.nodes[row.payload["element"]]
-            if events.is_cycle_reusable(element):
-                self._rearm(runner, row, inst, graph)
-            events.deliver(runner, inst, row.token_id, element.id, None)
-            return
-        token = inst.tokens.get(row.token_id)
-        if token is None or token.wait not in (Wait.ASYNC_BEFORE, Wait.ASYNC_AFTER):
-            return  # stale: the token moved on (e.g. an interrupting boundary event)
-        token.data["resumed"] = 1
-        token.wait = Wait.NONE
-        runner.enqueue(inst, token)
-
-    def _rearm(self, runner: Runner, row: Any, inst: Instance | None, graph: ExecutionGraph) -> None:
-        """Schedule the next firing of a timer cycle."""
-        timer = (row.payload or {}).get("timer") or {}
-        if timer.get("kind") != "timeCycle":
-            return
-        due = repository.py_time(row.due_at) or runner.now
-        nxt = timers.next_cycle(timer["text"], due, timer.get("remaining"))
-        if nxt is None:
-            return
-        from bpmnlite.runtime.effects import JobRecord
-
-        runner.effects.jobs.append(
-            JobRecord(
-                id=new_id(),
-                kind=JobKind(row.kind),
-                instance_id=row.instance_id,
-                token_id=row.token_id,
-                element_id=row.element_id,
-                definition_id=row.definition_id,
-                due_at=nxt.due_at,
-                payload={"timer": timers.to_json(nxt), "element": row.payload["element"]},
-            )
-        )
 
     def run_jobs(self, *, now: datetime | None = None, max_jobs: int = 10_000, timers_only: bool = False) -> int:
         """Run due jobs in this thread until none is due (the embedded executor); returns how many ran."""
@@ -878,36 +553,10 @@ class Engine:
     # ------------------------------------------------------------------ history
     def history(self, instance_id: str) -> list[ActivityInfo]:
         """Activity instances of an instance in start order (element, start, end, outcome)."""
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.activity_history)
-                .where(t.activity_history.c.instance_id == instance_id)
-                .order_by(t.activity_history.c.seq)
-            )
-            return [
-                ActivityInfo(
-                    r.id,
-                    r.instance_id,
-                    r.element_id,
-                    r.element_kind,
-                    r.element_name,
-                    repository.py_time(r.started_at),
-                    repository.py_time(r.ended_at),
-                    r.outcome,
-                )
-                for r in rows
-            ]
+        return queries.history(self, instance_id)
 
     def variable_history(self, instance_id: str) -> list[VariableChange]:
-        with self.reader.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.variable_history)
-                .where(t.variable_history.c.instance_id == instance_id)
-                .order_by(t.variable_history.c.id)
-            )
-            return [
-                VariableChange(r.instance_id, r.name, r.value, r.element_id, repository.py_time(r.at)) for r in rows
-            ]
+        return queries.variable_history(self, instance_id)
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot(self, inst: Instance) -> InstanceInfo:
@@ -945,43 +594,6 @@ def _json_vars(variables: Mapping[str, Any] | None) -> dict[str, Any]:
         except (TypeError, ValueError) as exc:
             raise BpmnliteError(f"variable {name!r} cannot be stored: {exc}") from None
     return out
-
-
-def _info_from_row(row: Any) -> InstanceInfo:
-    inst = repository.instance_from_row(row)
-    return InstanceInfo(
-        id=inst.id,
-        process_key=inst.process_key,
-        definition_id=inst.definition_id,
-        business_key=inst.business_key,
-        state=inst.state.value,
-        variables=dict(inst.variables),
-        active_elements=tuple(inst.active_elements),
-        started_at=repository.py_time(row["started_at"]),
-        ended_at=repository.py_time(row["ended_at"]),
-        parent_instance_id=inst.parent_instance_id,
-        suspended=bool(row["suspended"]),
-        error=inst.error,
-    )
-
-
-def _job_info(r: Any) -> JobInfo:
-    return JobInfo(
-        id=r.id,
-        kind=r.kind,
-        state=r.state,
-        instance_id=r.instance_id,
-        element_id=r.element_id,
-        due_at=repository.py_time(r.due_at),
-        retries=r.retries,
-        attempts=r.attempts,
-        error_message=r.error_message,
-        error_detail=r.error_detail,
-        lock_owner=r.lock_owner,
-        lock_expires_at=repository.py_time(r.lock_expires_at),
-        exclusive=r.exclusive,
-        priority=r.priority,
-    )
 
 
 __all__ = ["Engine", "InstanceState"]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 def _element_limits(engine: Engine, row: Any) -> tuple[int | None, int | None]:
     """(max_concurrent, timeout in ms) of the job's element."""
     with engine.reader.connect() as conn:
-        graph = engine._deployer.graph(conn, row.definition_id)
+        graph = engine.deployer.graph(conn, row.definition_id)
     node = graph.nodes.get(row.element_id)
     if node is None:
         return None, None
