@@ -323,6 +323,7 @@ def cmd_activate(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from bpmnlite.dispatch import redact
     from bpmnlite.worker import serve
 
     broker = args.broker or os.environ.get("BPMNLITE_BROKER_URL")
@@ -335,7 +336,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "queue": args.queue,
     }
     print(f"bpmnlite worker: {args.processes} process(es) x {args.threads} thread(s), queue {args.queue!r}, "
-          f"database {args.db}, broker {broker}", file=sys.stderr)
+          f"database {redact(args.db)}, broker {redact(broker)}", file=sys.stderr)
     return serve(args.db, broker, processes=args.processes, threads=args.threads, interval=args.interval,
                  plugin_modules=args.plugin or [], options=options)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import uuid
@@ -38,13 +39,25 @@ def worker_id() -> str:
 
 
 def make_broker(url: str | None) -> dramatiq.Broker:
-    """A Redis broker for ``redis://`` URLs, else the in-process stub broker."""
+    """A Redis broker for ``redis://``, ``rediss://`` and ``unix://`` URLs; the in-process stub broker for
+    None or ``stub://``.
+
+    Raises:
+        ValueError: any other URL (a typo must not silently send messages nowhere).
+    """
     middleware = [TimeLimit(), ShutdownNotifications(), Retries(max_retries=0)]
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
+    if url is None or url == "stub://":
+        return StubBroker(middleware=middleware)
+    if url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
 
         return RedisBroker(url=url, middleware=middleware)  # type: ignore[no-untyped-call]
-    return StubBroker(middleware=middleware)
+    raise ValueError(f"unsupported broker URL {redact(url)!r}: use redis://host:port/db (or stub:// in-process)")
+
+
+def redact(url: str) -> str:
+    """A URL with its password replaced, fit for logs."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class Dispatcher:

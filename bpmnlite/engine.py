@@ -9,6 +9,7 @@ back and the instances are exactly as they were at their last wait state.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -51,6 +52,7 @@ from bpmnlite.store import database, repository
 from bpmnlite.store import tables as t
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("bpmnlite.engine")
 
 
 def system_clock() -> datetime:
@@ -465,10 +467,13 @@ class Engine:
         """Record that a job ran past its time limit: handled like a failure (retry or incident)."""
         claim = Claim(job_id, None, owner, False, self.clock())
         with self.db.begin() as conn:
-            row = conn.execute(sa.select(t.jobs.c.instance_id, t.jobs.c.exclusive).where(t.jobs.c.id == job_id)).first()
+            row = conn.execute(
+                sa.select(t.jobs.c.instance_id, t.jobs.c.exclusive, t.jobs.c.element_id).where(t.jobs.c.id == job_id)
+            ).first()
+        exc = ExecutionError(f"job {job_id} ran longer than its time limit")
         if row is not None:
             claim = Claim(job_id, row.instance_id, owner, bool(row.exclusive), self.clock())
-        exc = TimeoutError(f"job {job_id} ran longer than its time limit")
+            exc = ExecutionError(f"ran longer than its time limit (job {job_id})", element_id=row.element_id)
         return failures.record_failure(self, job_id, exc, incident=False, claim=claim, timed_out=True)
 
     def worker(self, threads: int = 2, interval: float = 0.2) -> EmbeddedWorker:
@@ -509,9 +514,20 @@ class Engine:
         return self._send(claimed)
 
     def _send(self, job_ids: list[str]) -> int:
+        """Send messages for committed jobs; a broker failure is logged, never raised.
+
+        The command has committed already: raising would make a caller retry a
+        command that succeeded. A job whose message was not sent is found by the
+        reconciler after ``resend_after``.
+        """
         if not job_ids or self.dispatcher is None:
             return 0
-        return self.dispatcher.send(job_ids, time_limits=control.time_limits(self, job_ids))
+        try:
+            return self.dispatcher.send(job_ids, time_limits=control.time_limits(self, job_ids))
+        except Exception:  # broker down: the rows are the truth, the reconciler re-sends
+            log.warning("could not send %d job message(s); the reconciler will re-send them", len(job_ids),
+                        exc_info=True)
+            return 0
 
     def _job_failed(self, job_id: str, element_id: str, error: str, retries_left: int) -> None:
         if self.plugins.has_listeners("bpmnlite_job_failed"):

@@ -33,6 +33,12 @@ def retry(engine: Engine, job_id: str, retries: int | None = None) -> JobInfo:
             if row.kind in (JobKind.TIMER.value, JobKind.START_TIMER.value) and row.state != "deadletter"
             else "executable"
         )
+        if row.instance_id is not None:
+            suspended = conn.execute(
+                sa.select(t.instances.c.suspended).where(t.instances.c.id == row.instance_id)
+            ).scalar()
+            if suspended:
+                state = "suspended"  # it runs when the instance is activated
         conn.execute(
             t.jobs.update()
             .where(t.jobs.c.id == job_id)

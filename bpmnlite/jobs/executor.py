@@ -138,15 +138,25 @@ def reconcile(engine: Engine, now: datetime | None = None, limit: int = 500) -> 
     stamp = repository.db_time(now)
     stale = repository.db_time(now - engine.resend_after)
     jobs = t.jobs
+    postgres = engine.db.dialect.name == "postgresql"
     with engine.db.begin() as conn:
-        conn.execute(
-            jobs.update().where(jobs.c.lock_owner.is_not(None), jobs.c.lock_expires_at < stamp)
-            .values(lock_owner=None, lock_expires_at=None, dispatched_at=None)
+        # a job still running past its lock holds its row lock: skip it rather than wait for it
+        expired = sa.select(jobs.c.id).where(jobs.c.lock_owner.is_not(None), jobs.c.lock_expires_at < stamp)
+        if postgres:
+            expired = expired.with_for_update(skip_locked=True)
+        ids = [r.id for r in conn.execute(expired)]
+        if ids:
+            conn.execute(jobs.update().where(jobs.c.id.in_(ids))
+                         .values(lock_owner=None, lock_expires_at=None, dispatched_at=None))
+        leases = sa.select(t.instances.c.id).where(
+            t.instances.c.lease_owner.is_not(None), t.instances.c.lease_expires_at < stamp
         )
-        conn.execute(
-            t.instances.update().where(t.instances.c.lease_owner.is_not(None), t.instances.c.lease_expires_at < stamp)
-            .values(lease_owner=None, lease_expires_at=None)
-        )
+        if postgres:
+            leases = leases.with_for_update(skip_locked=True)
+        lease_ids = [r.id for r in conn.execute(leases)]
+        if lease_ids:
+            conn.execute(t.instances.update().where(t.instances.c.id.in_(lease_ids))
+                         .values(lease_owner=None, lease_expires_at=None))
         candidates = [
             r.id for r in conn.execute(
                 sa.select(jobs.c.id).where(

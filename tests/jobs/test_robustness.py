@@ -1,0 +1,78 @@
+"""Operational failure modes: broker down, stuck jobs, typos, suspension."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from bpmnlite import Engine
+from bpmnlite.dispatch import make_broker, redact
+
+from ..bpmn import bpmn, chain
+from ..conftest import Clock, Recorder, _truncate
+
+ASYNC = bpmn('<startEvent id="s"/><serviceTask id="a" bpmnlite:type="record" bpmnlite:async="true"/>'
+             '<endEvent id="e"/>' + chain("s", "a", "e"))
+
+
+def test_start_succeeds_when_the_broker_is_unreachable(db_url: str, recorder: Recorder) -> None:
+    """The command committed; failing to send its message must not raise (a retry would duplicate it)."""
+    engine = Engine(db_url, plugins=[recorder], load_entry_points=False, broker_url="redis://127.0.0.1:6399/13",
+                    resend_after=timedelta(seconds=0))
+    engine.deploy(ASYNC)
+    inst = engine.start("p")
+    assert inst.state == "waiting"
+    assert len(engine.jobs(instance_id=inst.id)) == 1
+    assert engine.reconcile() == 0  # still unreachable: nothing sent, nothing raised
+    engine.close()
+
+
+def test_a_typo_in_the_broker_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported broker URL 'redis:/typo:6379/0'"):
+        make_broker("redis:/typo:6379/0")
+    assert redact("postgresql+psycopg://app:s3cret@db/prod") == "postgresql+psycopg://app:***@db/prod"
+
+
+def test_retry_keeps_a_suspended_instance_waiting(db_url: str, recorder: Recorder, clock: Clock) -> None:
+    engine = Engine(db_url, plugins=[recorder], load_entry_points=False, clock=clock, default_retries=1)
+    engine.deploy(ASYNC)
+    recorder.fail_times["a"] = 1
+    inst = engine.start("p")
+    engine.run_jobs()
+    (incident,) = engine.incidents()
+    engine.suspend(inst.id)
+    engine.retry(incident.id)
+    assert engine.run_jobs() == 0
+    assert engine.instance(inst.id).active_elements == ("a",)
+    engine.activate(inst.id)
+    engine.run_jobs()
+    assert engine.instance(inst.id).state == "completed"
+    engine.close()
+
+
+def test_reconciler_does_not_wait_for_a_job_running_past_its_lock(pg_url: str, recorder: Recorder) -> None:
+    _truncate(pg_url)
+    engine = Engine(pg_url, plugins=[recorder], load_entry_points=False, resend_after=timedelta(seconds=0))
+    engine.deploy(ASYNC)
+    stuck = engine.start("p")
+    other = engine.start("p")
+    stuck_job = engine.jobs(instance_id=stuck.id)[0].id
+    holder = sa.create_engine(pg_url)
+    with holder.connect() as conn:
+        conn.execute(sa.text("update bpm_jobs set lock_owner='elsewhere', lock_expires_at=now() - interval '1 hour' "
+                             "where id = :id"), {"id": stuck_job})
+        conn.commit()
+        conn.execute(sa.text("select id from bpm_jobs where id = :id for update"), {"id": stuck_job})  # "running"
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (engine.reconcile(), done.set()))
+        thread.start()
+        finished = done.wait(15)
+        conn.rollback()
+    thread.join(15)
+    holder.dispose()
+    assert finished, "reconcile waited for the running job's row lock"
+    assert engine.jobs(instance_id=other.id)[0].lock_owner is None
+    engine.close()
