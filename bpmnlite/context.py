@@ -46,9 +46,11 @@ class TaskContext:
         element: the task's model element (id, name, attributes, extensions).
         instance_id: the process instance.
         business_key: the instance's business key, if any.
-        idempotency_key: stable across retries of the same job (and the same
-            for a synchronous run of the same activity instance), so a handler
-            can make an at-least-once side effect effectively once.
+        idempotency_key: stable across retries of the same job, so a handler
+            can make an at-least-once side effect effectively once. A caller
+            repeating a failed synchronous command starts a new activity
+            instance and so gets a new key: put side effects that must happen
+            once behind an async flag.
         variables: read/write mapping of the variables visible at the task.
     """
 

@@ -133,7 +133,7 @@ def check_for_engine(
             if registry.has_listeners("bpmnlite_check_element"):
                 task_type = resolve_name(node.task_type) if node.task_type else None
                 for messages in registry.hook.bpmnlite_check_element(element=node, task_type=task_type):
-                    for message in messages or ():
+                    for message in [messages] if isinstance(messages, str) else messages or ():
                         problem(str(message), node)
             if node.event is not None and node.event.kind is EventKind.TIMER and node.event.timer is not None:
                 spec = node.event.timer

@@ -227,7 +227,10 @@ class Engine:
         """Tell listener plugins what happened, after the commit (so it really happened)."""
         for hook, kwargs in effects.events:
             if self.plugins.has_listeners(hook):
-                getattr(self.plugins.hook, hook)(**kwargs)
+                try:
+                    getattr(self.plugins.hook, hook)(**kwargs)
+                except Exception:  # the command committed: a failing listener must not make it look failed
+                    log.exception("listener %s failed", hook)
 
     # ------------------------------------------------------------------ deploying
     def validate(self, source: Source, *, name: str | None = None) -> Definitions:
@@ -358,6 +361,8 @@ class Engine:
         """Set process variables of a waiting instance (one command)."""
         with self._command() as (_conn, runner):
             inst = runner.instance(instance_id)
+            if inst.state in FINAL_STATES:
+                raise Conflict(f"process instance {instance_id} has already ended ({inst.state.value})")
             runner.set_variables(inst, None, _json_vars(variables))
         return self._snapshot(inst)
 
@@ -445,7 +450,7 @@ class Engine:
         """Run one job now, in this thread, as a worker would (see ``run_job``)."""
         return self.run_job(job_id, owner=self._inline_owner)
 
-    def run_job(self, job_id: str, *, owner: str) -> str:
+    def run_job(self, job_id: str, *, owner: str, now: datetime | None = None) -> str:
         """Acquire and run one job. Returns done, failed, incident, conflict, skipped or gone.
 
         A failure rolls the job's command back; then, in a new transaction,
@@ -453,7 +458,7 @@ class Engine:
         becomes an incident when none are left. A conflict with another
         command makes it run again without spending a retry.
         """
-        return executor.run_job(self, job_id, owner)
+        return executor.run_job(self, job_id, owner, now)
 
     def _run_job_command(self, job_id: str, claim: Claim) -> None:
         with self._command(claim) as (conn, runner):
@@ -544,13 +549,15 @@ class Engine:
         ran = 0
         while ran < max_jobs:
             due = self.due_jobs(now, limit=100, timers_only=timers_only)
-            if not due:
-                break
+            progressed = False
             for job_id in due:
-                outcome = self.execute_job(job_id)
+                outcome = self.run_job(job_id, owner=self._inline_owner, now=now)
+                if outcome in ("skipped", "gone"):
+                    continue  # another worker has it, or it is not due for this clock
                 ran += 1
-                if outcome == "conflict":
-                    continue
+                progressed = progressed or outcome != "conflict"
+            if not progressed:
+                break
         return ran
 
     def fire_due_timers(self, now: datetime | None = None) -> int:

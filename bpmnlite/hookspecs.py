@@ -120,12 +120,16 @@ def bpmnlite_incident_raised(job_id: str, error: str) -> None:
 
 @hookspec
 def bpmnlite_instance_started(instance_id: str, process_key: str, variables: Mapping[str, Any]) -> None:
-    """An instance was started (called inside the starting command)."""
+    """An instance was started (called after the starting command committed)."""
 
 
 @hookspec
 def bpmnlite_instance_ended(instance_id: str, process_key: str, state: str) -> None:
-    """An instance reached a final state (completed, cancelled or failed)."""
+    """An instance reached a final state, ``completed`` or ``cancelled`` (called after the commit).
+
+    An instance whose job became an incident is not ended: it waits for an
+    operator (see ``bpmnlite_incident_raised``).
+    """
 
 
 @hookspec

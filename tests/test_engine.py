@@ -183,3 +183,35 @@ def test_loop_without_wait_state_stops_with_error_naming_loop(db_url: str, recor
     assert "loop" in str(err.value) and "500 steps" in str(err.value)
     assert eng.instances() == []
     eng.close()
+
+
+def test_a_failing_listener_does_not_fail_a_committed_command(db_url: str) -> None:
+    from bpmnlite import hookimpl
+
+    class Broken:
+        @hookimpl
+        def bpmnlite_instance_started(self) -> None:
+            raise RuntimeError("listener bug")
+
+    eng = Engine(db_url, plugins=[Broken()])
+    eng.deploy(APPROVAL)
+    inst = eng.start("approval", {"amount": 1})
+    assert eng.instance(inst.id).state == "waiting"
+    eng.close()
+
+
+def test_a_handler_storing_a_non_json_value_is_told_which_variable(engine: Engine) -> None:
+    engine.deploy(bpmn('<startEvent id="s"/><scriptTask id="when"><script>'
+                       'stamp = {1: "int keys are not JSON"}</script></scriptTask><endEvent id="e"/>'
+                       + chain("s", "when", "e")))
+    with pytest.raises(ExecutionError) as err:
+        engine.start("p")
+    assert err.value.element_id == "when" and "'stamp'" in str(err.value)
+
+
+def test_set_variables_refuses_an_ended_instance(engine: Engine) -> None:
+    engine.deploy(STRAIGHT)
+    inst = engine.start("p", {"x": 1})
+    with pytest.raises(Exception, match="already ended"):
+        engine.set_variables(inst.id, {"x": 2})
+    assert engine.instance(inst.id).variables == {"x": 20}

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 def retry(engine: Engine, job_id: str, retries: int | None = None) -> JobInfo:
     """Make an incident (or a failing job) runnable again with ``retries`` attempts."""
+    if retries is not None and retries < 1:
+        raise ValueError("a retried job needs at least 1 attempt")
     with engine.db.begin() as conn:
         row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
         if row is None:
@@ -44,7 +46,7 @@ def retry(engine: Engine, job_id: str, retries: int | None = None) -> JobInfo:
             .where(t.jobs.c.id == job_id)
             .values(
                 state=state,
-                retries=retries or engine.default_retries,
+                retries=engine.default_retries if retries is None else retries,
                 due_at=repository.db_time(engine.clock()),
                 lock_owner=None,
                 lock_expires_at=None,

@@ -43,9 +43,12 @@ def _element_limits(engine: Engine, row: Any) -> tuple[int | None, int | None]:
     return cfg.max_concurrent, timeout
 
 
-def run_job(engine: Engine, job_id: str, owner: str) -> str:
-    """Acquire and run one job. Returns done, failed, incident, conflict, skipped or gone."""
-    now = engine.clock()
+def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None) -> str:
+    """Acquire and run one job. Returns done, failed, incident, conflict, stopped, skipped or gone.
+
+    ``now`` (default: the engine clock) decides whether the job is due.
+    """
+    now = now or engine.clock()
     with engine.db.begin() as conn:
         row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
         if row is None or row.state not in RUNNABLE:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from bpmnlite.context import TaskContext
 from bpmnlite.errors import BpmnError, ExecutionError, ScriptError
+from bpmnlite.expressions import is_truthy_condition
 from bpmnlite.model import EventKind, FlowNode, NodeKind, VariableMapping
 from bpmnlite.runtime import events, gateways
-from bpmnlite.runtime.effects import TaskRecord
+from bpmnlite.runtime.effects import JobKind, TaskRecord
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
 
 if TYPE_CHECKING:
@@ -137,12 +138,21 @@ def start_scope(runner: Runner, inst: Instance, token: Token, node: FlowNode, st
     runner.enqueue(inst, inner)
 
 
-def start_process_scope(runner: Runner, inst: Instance, start: FlowNode) -> Token:
-    """Put the first token of an instance on its start event."""
+def start_process_scope(runner: Runner, inst: Instance, start: FlowNode, *, deferred: bool = False) -> Token:
+    """Put the first token of an instance on its start event.
+
+    ``deferred`` parks it there behind a job (as if the start event were
+    async), so the instance's first steps run in a transaction of their own.
+    """
     graph = runner.graph_of(inst)
     events.arm_event_subprocesses(runner, inst, None, graph.id)
     token = runner.new_token(inst, start.id, parent_id=None)
-    runner.enqueue(inst, token)
+    if deferred:
+        runner.begin_activity(inst, token, start)
+        token.wait = Wait.ASYNC_BEFORE
+        runner.add_job(inst, token, start, JobKind.ASYNC_BEFORE, due_at=runner.now)
+    else:
+        runner.enqueue(inst, token)
     return token
 
 
@@ -191,6 +201,7 @@ def _call(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
         variables,
         business_key,
         parent=None if node.call_background else (inst, token),
+        deferred=node.call_background,  # fire and forget: the child never runs in the parent's transaction
     )
     if node.call_background:
         # listed under its parent, but the parent does not wait; it may ask for a completion message
@@ -290,7 +301,8 @@ def complete_multi_instance_inner(runner: Runner, inst: Instance, inner: Token, 
     assert mi is not None
     finished = state["done"] >= state["n"]
     if not finished and mi.completion_condition:
-        finished = bool(runner.evaluate(inst, inner, mi.completion_condition, node))
+        value = runner.evaluate(inst, inner, mi.completion_condition, node)
+        finished = is_truthy_condition(value, expression=mi.completion_condition)
     runner.end_activity(inst, inner)
     runner.clear_rows(inner)
     inst.tokens.pop(inner.id, None)

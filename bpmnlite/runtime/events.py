@@ -34,6 +34,7 @@ def start_instance(
     start: FlowNode | None = None,
     parent: tuple[Instance, Token] | None = None,
     instance_id: str | None = None,
+    deferred: bool = False,
 ) -> Instance:
     """Create an instance and queue its first token on ``start`` (the none start by default)."""
     from bpmnlite.runtime.activities import start_process_scope
@@ -68,7 +69,7 @@ def start_instance(
     runner.effects.events.append(
         ("bpmnlite_instance_started", {"instance_id": inst.id, "process_key": inst.process_key, "variables": variables})
     )
-    start_process_scope(runner, inst, first)
+    start_process_scope(runner, inst, first, deferred=deferred)
     return inst
 
 

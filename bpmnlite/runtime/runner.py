@@ -117,6 +117,13 @@ class Runner:
     def set_variable(
         self, inst: Instance, token: Token | None, name: str, value: Any, element_id: str | None = None
     ) -> None:
+        if not _storable(value):
+            where = element_id or (token.node_id if token else None)
+            raise ExecutionError(
+                f"variable {name!r} cannot be stored: {type(value).__name__} is not a JSON value "
+                "(use str, int, float, bool, None, lists and dicts with string keys)",
+                element_id=where, instance_id=inst.id,
+            )
         target = inst.variables if token is None else inst.owner_of(token, name)
         target[name] = value
         self.effects.variables.append(
@@ -493,6 +500,25 @@ class Runner:
         self.cancel_scope(inst, None)
         inst.state = InstanceState.CANCELLED
         self.forget_rows(inst.id)
+        self.effects.events.append(
+            ("bpmnlite_instance_ended", {"instance_id": inst.id, "process_key": inst.process_key, "state": "cancelled"})
+        )
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _storable(value: Any, depth: int = 0) -> bool:
+    """Whether a value survives the JSON column unchanged (checked on every write, so kept cheap)."""
+    if isinstance(value, _SCALARS):
+        return True
+    if depth > 64:
+        return False
+    if isinstance(value, list):
+        return all(_storable(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _storable(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def scope_node_id(inst: Instance, graph: ExecutionGraph, scope_token_id: str | None) -> str:

@@ -37,7 +37,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def parse_duration(text: str) -> timedelta:
-    """An ISO 8601 duration as a timedelta (months count as 30 days, years as 365)."""
+    """An ISO 8601 duration as a timedelta (months and years measured from 2000-01-01: P1M is 31 days)."""
     value = isodate.parse_duration(text.strip())
     if isinstance(value, timedelta):
         return value

@@ -125,7 +125,7 @@ def write_effects(
     if cleared:
         for chunk in _chunks(cleared, 500):
             conn.execute(t.subscriptions.delete().where(t.subscriptions.c.token_id.in_(chunk)))
-            conn.execute(t.jobs.delete().where(t.jobs.c.token_id.in_(chunk), t.jobs.c.state != "deadletter"))
+            conn.execute(t.jobs.delete().where(t.jobs.c.token_id.in_(chunk)))
             conn.execute(
                 t.tasks.update()
                 .where(t.tasks.c.token_id.in_(chunk), t.tasks.c.state == "open")

@@ -76,3 +76,26 @@ def test_reconciler_does_not_wait_for_a_job_running_past_its_lock(pg_url: str, r
     assert finished, "reconcile waited for the running job's row lock"
     assert engine.jobs(instance_id=other.id)[0].lock_owner is None
     engine.close()
+
+
+def test_run_jobs_with_a_later_now_fires_the_timer_and_returns(db_url: str, clock: Clock) -> None:
+    engine = Engine(db_url, load_entry_points=False, clock=clock)
+    engine.deploy(bpmn('<startEvent id="s"/><intermediateCatchEvent id="w"><timerEventDefinition><timeDuration>'
+                       'PT1H</timeDuration></timerEventDefinition></intermediateCatchEvent><endEvent id="e"/>'
+                       + chain("s", "w", "e")))
+    inst = engine.start("p")
+    assert engine.fire_due_timers(now=clock.now + timedelta(hours=2)) == 1
+    assert engine.instance(inst.id).state == "completed"
+    engine.close()
+
+
+def test_cancelling_an_instance_removes_its_incidents(db_url: str, recorder: Recorder, clock: Clock) -> None:
+    engine = Engine(db_url, plugins=[recorder], load_entry_points=False, clock=clock, default_retries=1)
+    engine.deploy(ASYNC)
+    recorder.fail_times["a"] = 1
+    inst = engine.start("p")
+    engine.run_jobs()
+    assert len(engine.incidents()) == 1
+    engine.cancel(inst.id)
+    assert engine.incidents() == []
+    engine.close()

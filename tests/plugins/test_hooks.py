@@ -127,3 +127,20 @@ def test_bpmnlite_result_variable(tmp_path: Any) -> None:
     engine.deploy(bpmn('<startEvent id="s"/><serviceTask id="a" bpmnlite:type="answer" '
                        'bpmnlite:resultVariable="out"/><endEvent id="e"/>' + chain("s", "a", "e")))
     assert engine.start("p").variables == {"out": 42}
+
+
+def test_check_element_may_return_one_string(tmp_path: Any) -> None:
+    class One:
+        @hookimpl
+        def bpmnlite_task_types(self) -> dict[str, Any]:
+            return {"one": lambda ctx: None}
+
+        @hookimpl
+        def bpmnlite_check_element(self, task_type: str | None) -> str | None:
+            return "needs url" if task_type == "one" else None
+
+    engine = Engine(f"sqlite:///{tmp_path / 'x.db'}", plugins=[One()], load_entry_points=False)
+    with pytest.raises(ModelError) as err:
+        engine.deploy(bpmn('<startEvent id="s"/><serviceTask id="a" bpmnlite:type="one"/><endEvent id="e"/>'
+                           + chain("s", "a", "e")))
+    assert [p.message for p in err.value.problems] == ["needs url"]

@@ -10,7 +10,7 @@ import bpmnlite_python
 import pytest
 from bpmnlite_python import PythonTaskPlugin, PythonTaskRefused
 
-from bpmnlite import Engine, ExecutionError
+from bpmnlite import Engine, ExecutionError, ModelError
 
 from ..bpmn import bpmn, chain, flow
 from ..conftest import Clock
@@ -122,7 +122,15 @@ def test_an_exception_of_the_function_is_a_technical_failure(engine: Engine) -> 
 def test_a_refused_function_fails_naming_the_element_and_the_module(
     engine: Engine, function: str, message: str
 ) -> None:
-    engine.deploy(python_task(function))
+    # what can be known without importing (module allow-list, the target's form) is refused at deploy
+    # time by the plugin's bpmnlite_check_element; the rest when the task runs
+    try:
+        engine.deploy(python_task(function))
+    except ModelError as refused:
+        (problem,) = refused.problems
+        assert problem.element_id == "call"
+        assert message in problem.message
+        return
 
     with pytest.raises(ExecutionError, match="element 'call': ") as caught:
         engine.start("p", {"amount": 1})
@@ -130,6 +138,13 @@ def test_a_refused_function_fails_naming_the_element_and_the_module(
     assert message in str(caught.value)
     assert caught.value.element_id == "call"
     assert isinstance(caught.value.__cause__, PythonTaskRefused)
+
+
+def test_a_module_outside_the_allow_list_is_refused_at_deploy(engine: Engine) -> None:
+    with pytest.raises(ModelError) as refused:
+        engine.deploy(python_task("os:system"))
+    assert [p.element_id for p in refused.value.problems] == ["call"]
+    assert engine.definitions() == []
 
 
 def test_a_module_reached_through_an_attribute_is_refused(plugin: PythonTaskPlugin) -> None:
@@ -158,7 +173,11 @@ def test_check_finds_refused_functions_before_deploying(engine: Engine, plugin: 
         '<endEvent id="e"/>' + chain("s", "ok", "bad", "e")
     )
 
-    problems = plugin.check(engine.validate(model))
+    with pytest.raises(ModelError):  # the engine refuses it at deploy time too
+        engine.validate(model)
+    from bpmnlite.parser import parse
+
+    problems = plugin.check(parse(model))
 
     assert [(p.element_id, p.line) for p in problems] == [("bad", 5)]  # the body is on line 5
     assert "module 'subprocess' is not allowed" in problems[0].message

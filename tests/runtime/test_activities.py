@@ -287,3 +287,29 @@ def test_handle_times_out_and_polls(engine: Engine) -> None:
         handle.result(timeout=0.2)
     engine.complete_task(engine.tasks(instance_id=inst.id)[0].id)
     assert handle.result(timeout=5) == {}
+
+
+def test_background_child_failure_does_not_roll_back_the_parent(engine: Engine) -> None:
+    engine.deploy(bpmn('<startEvent id="s"/><scriptTask id="boom"><script>x = 1 / 0</script></scriptTask>'
+                       '<endEvent id="e"/>' + chain("s", "boom", "e"), "fragile"))
+    engine.deploy(bpmn('<startEvent id="s"/><callActivity id="fire" calledElement="fragile" '
+                       'bpmnlite:background="true"/><endEvent id="e"/>' + chain("s", "fire", "e"), "launcher"))
+    parent = engine.start("launcher")
+    assert parent.state == "completed"
+    (child,) = engine.instances(parent_instance_id=parent.id)
+    for _ in range(3):
+        engine.run_jobs()
+        engine.clock.advance(seconds=11)  # type: ignore[attr-defined]
+    assert len(engine.incidents(instance_id=child.id)) == 1
+    assert engine.instance(parent.id).state == "completed"
+
+
+def test_completion_condition_must_be_boolean(engine: Engine) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><userTask id="t"><multiInstanceLoopCharacteristics><loopCardinality>2</loopCardinality>'
+        '<completionCondition>${"yes"}</completionCondition></multiInstanceLoopCharacteristics></userTask>'
+        '<endEvent id="e"/>' + chain("s", "t", "e")
+    ))
+    inst = engine.start("p")
+    with pytest.raises(ExecutionError, match="true or false"):
+        engine.complete_task(engine.tasks(instance_id=inst.id)[0].id)

@@ -115,11 +115,23 @@ class PythonTaskPlugin:
             self._resolved[f"{module_name}:{'.'.join(path)}"] = obj
         return obj  # type: ignore[no-any-return]
 
+    @hookimpl
+    def bpmnlite_check_element(self, element: FlowNode, task_type: str | None) -> list[str]:
+        """At deploy time: a ``python`` task naming a module that is not allowed is refused."""
+        if task_type != "python":
+            return []
+        try:
+            module_name, _ = _split(_target(element))
+            self._check_allowed(module_name)
+        except PythonTaskRefused as exc:
+            return [str(exc)]
+        return []
+
     def check(self, definitions: Definitions) -> list[Problem]:
         """Problems of ``python`` tasks in a parsed model, found without importing anything.
 
-        The engine has no deploy-time hook for plugins, so call this yourself
-        before deploying: ``plugin.check(engine.validate(source))``.
+        The engine runs the same check at deploy time (``bpmnlite_check_element``);
+        this lets a CI job check a model without an engine: ``plugin.check(parse(source))``.
         """
         problems: list[Problem] = []
         for process in definitions.processes:
