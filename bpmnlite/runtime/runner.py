@@ -514,7 +514,7 @@ def _storable(value: Any, depth: int = 0) -> bool:
         return True
     if depth > 64:
         return False
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # a tuple is stored as a JSON array (read back as a list)
         return all(_storable(v, depth + 1) for v in value)
     if isinstance(value, dict):
         return all(isinstance(k, str) and _storable(v, depth + 1) for k, v in value.items())
