@@ -348,11 +348,11 @@ def test_a_timeout_is_a_technical_failure(engine: Engine, api: ApiServer) -> Non
 def test_an_iso_duration_timeout_is_accepted_and_the_async_job_is_retried(
     engine: Engine, api: ApiServer, clock: Clock
 ) -> None:
-    # bpmnlite:timeout is also the engine's job time limit, which is an ISO 8601 duration
+    # the request's own limit; bpmnlite:timeout is the engine's job time limit
     api.reply("/slow", Reply(200, "too late", hold=True))
     engine.deploy(one_task(
         '<serviceTask id="call" bpmnlite:type="http" bpmnlite:async="true" bpmnlite:url="${api}/slow" '
-        'bpmnlite:timeout="PT0.3S"/>'
+        'bpmnlite:requestTimeout="PT0.3S"/>'
     ))
     inst = engine.start("p", {"api": api.url})
 
@@ -382,7 +382,7 @@ def test_a_connection_error_is_a_technical_failure(engine: Engine) -> None:
         ("", "needs bpmnlite:url"),
         ('bpmnlite:url="${api}" bpmnlite:headers="[1]"', "headers must be a JSON object"),
         ('bpmnlite:url="${api}" bpmnlite:errorStatus="4xx"', "invalid bpmnlite:errorStatus part '4xx'"),
-        ('bpmnlite:url="${api}" bpmnlite:timeout="soon"', "invalid timeout 'soon'"),
+        ('bpmnlite:url="${api}" bpmnlite:requestTimeout="soon"', "invalid timeout 'soon'"),
         ('bpmnlite:url="ftp://example.org/x"', "invalid URL 'ftp://example.org/x'"),
     ],
 )

@@ -61,7 +61,8 @@ def read_request(ctx: TaskContext, default_timeout: float) -> HttpRequest:
         url=render_template(url, variables).strip(),
         headers=headers,
         body=body,
-        timeout=parse_timeout(settings.get("timeout"), default_timeout),
+        # bpmnlite:timeout belongs to the engine (a job's time limit); the request's is requestTimeout
+        timeout=parse_timeout(settings.get("requestTimeout") or settings.field("timeout"), default_timeout),
         result_variable=(settings.get("resultVariable") or DEFAULT_RESULT_VARIABLE).strip(),
         error_statuses=parse_statuses(settings.get("errorStatus") or ""),
     )
@@ -75,6 +76,9 @@ class _Settings:
     def get(self, name: str) -> str | None:
         value = self._config.get(f"bpmnlite:{name}")
         return value if value is not None else self._fields.get(name)
+
+    def field(self, name: str) -> str | None:
+        return self._fields.get(name)
 
 
 def _headers(text: str | None, variables: Mapping[str, Any]) -> dict[str, str]:
@@ -123,7 +127,7 @@ def _is_json(text: str) -> bool:
 
 
 def parse_timeout(text: str | None, default: float) -> float:
-    """Seconds (``"2.5"``) or an ISO 8601 duration (``"PT2.5S"``), the form ``bpmnlite:timeout`` has for jobs."""
+    """Seconds (``"2.5"``) or an ISO 8601 duration (``"PT2.5S"``)."""
     if text is None or not text.strip():
         return default
     value = text.strip()
