@@ -583,17 +583,7 @@ class Engine:
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot(self, inst: Instance) -> InstanceInfo:
-        return InstanceInfo(
-            id=inst.id,
-            process_key=inst.process_key,
-            definition_id=inst.definition_id,
-            business_key=inst.business_key,
-            state=inst.state.value,
-            variables=dict(inst.variables),
-            active_elements=tuple(inst.active_elements),
-            parent_instance_id=inst.parent_instance_id,
-            error=inst.error,
-        )
+        return queries.snapshot(inst)
 
 
 def _is_contention(exc: sa.exc.DBAPIError) -> bool:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from bpmnlite.errors import NotFound
 from bpmnlite.records import ActivityInfo, DefinitionInfo, InstanceInfo, JobInfo, TaskInfo, VariableChange
+from bpmnlite.runtime.state import Instance
 from bpmnlite.store import repository
 from bpmnlite.store import tables as t
 
@@ -163,8 +164,8 @@ def definitions(engine: Engine, key: str | None = None) -> list[DefinitionInfo]:
 
 
 
-def info_from_row(row: Any) -> InstanceInfo:
-    inst = repository.instance_from_row(row)
+def snapshot(inst: Instance, row: Any = None) -> InstanceInfo:
+    """An immutable record of ``inst``; times and suspension come from its ``row`` when given."""
     return InstanceInfo(
         id=inst.id,
         process_key=inst.process_key,
@@ -173,12 +174,16 @@ def info_from_row(row: Any) -> InstanceInfo:
         state=inst.state.value,
         variables=dict(inst.variables),
         active_elements=tuple(inst.active_elements),
-        started_at=repository.py_time(row["started_at"]),
-        ended_at=repository.py_time(row["ended_at"]),
+        started_at=repository.py_time(row["started_at"]) if row is not None else None,
+        ended_at=repository.py_time(row["ended_at"]) if row is not None else None,
         parent_instance_id=inst.parent_instance_id,
-        suspended=bool(row["suspended"]),
+        suspended=bool(row["suspended"]) if row is not None else inst.suspended,
         error=inst.error,
     )
+
+
+def info_from_row(row: Any) -> InstanceInfo:
+    return snapshot(repository.instance_from_row(row), row)
 
 
 def job_info(r: Any) -> JobInfo:

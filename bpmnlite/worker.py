@@ -91,7 +91,8 @@ class EmbeddedWorker:
                     return True
             else:
                 quiet_rounds = 0
-            time.sleep(0.01)
+            with self.engine.changed:  # woken by the next commit, else look again shortly
+                self.engine.changed.wait(0.02)
         return False
 
 
