@@ -84,6 +84,11 @@ class CommandEnvironment:
         return self.engine.stop_requested(instance_id)
 
     def queued_jobs(self, definition_id: str, element_id: str) -> int:
+        if self.conn.dialect.name == "postgresql":
+            # commands that queue at the same element take turns until they commit, so the count
+            # they see includes each other's jobs (SQLite transactions are serial already)
+            key = f"bpmnlite:queue:{definition_id}:{element_id}"
+            self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
         query = sa.select(sa.func.count()).select_from(t.jobs).where(
             t.jobs.c.definition_id == definition_id, t.jobs.c.element_id == element_id,
             t.jobs.c.state == "executable",

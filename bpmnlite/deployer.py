@@ -163,7 +163,6 @@ class Deployer:
         self._graphs: dict[str, ExecutionGraph] = {}
         self._parsed: dict[str, Definitions] = {}
         self._lock = threading.Lock()
-        self.has_timeouts = False
 
     def check(self, source: Source, name: str | None = None) -> tuple[Definitions, bytes, str | None]:
         data, source_name = read_source(source)
@@ -223,7 +222,7 @@ class Deployer:
             )
             with self._lock:
                 self._parsed[deployment_id] = defs
-                self._graphs[definition_id] = self._note(build_graph(proc))
+                self._graphs[definition_id] = build_graph(proc)
             created.append(DefinitionInfo(definition_id, proc.id, version, proc.name, executable, deployment_id, now))
             if executable:
                 self._replace_start_triggers(conn, proc, definition_id, effects, now)
@@ -286,11 +285,6 @@ class Deployer:
                     )
                 )
 
-    def _note(self, graph: ExecutionGraph) -> ExecutionGraph:
-        if any(n.asynchronous.timeout for n in graph.nodes.values()):
-            self.has_timeouts = True
-        return graph
-
     def graph(self, conn: Connection, definition_id: str) -> ExecutionGraph:
         graph = self._graphs.get(definition_id)
         if graph is not None:
@@ -309,7 +303,7 @@ class Deployer:
             ).first()
             assert source is not None
             defs = parser.parse(source.source.encode("utf-8"), source_name=source.source_name)
-        graph = self._note(build_graph(defs.process(row.key)))
+        graph = build_graph(defs.process(row.key))
         with self._lock:
             self._parsed[row.deployment_id] = defs
             self._graphs[definition_id] = graph

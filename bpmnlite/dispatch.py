@@ -55,6 +55,18 @@ def make_broker(url: str | None) -> dramatiq.Broker:
     raise ValueError(f"unsupported broker URL {redact(url)!r}: use redis://host:port/db (or stub:// in-process)")
 
 
+def is_time_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, Dramatiq's time-limit interrupt."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeLimitExceeded):
+            return True
+        seen = seen.__context__
+    return False
+
+
 def redact(url: str) -> str:
     """A URL with its password replaced, fit for logs."""
     return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -68,8 +80,8 @@ class Dispatcher:
         broker_url: ``redis://host:port/db`` or None for the stub broker.
         queue: the Dramatiq queue name.
         time_limit: the longest a job may run before Dramatiq interrupts it
-            (milliseconds); an element's ``bpmnlite:timeout`` sends a shorter
-            limit with its message.
+            (milliseconds); for an element with ``bpmnlite:timeout`` the worker
+            sets that limit itself when it starts the job (``limit_current_job``).
     """
 
     def __init__(self, engine: Engine, broker_url: str | None = None, *, queue: str = QUEUE,
@@ -85,20 +97,18 @@ class Dispatcher:
         self.running = 0
         self._running_lock = threading.Lock()
         self._booted = False
+        self._local = threading.local()
 
     @property
     def is_stub(self) -> bool:
         return isinstance(self.broker, StubBroker)
 
     # ------------------------------------------------------------------ sending
-    def send(self, job_ids: Iterable[str], *, time_limits: dict[str, int] | None = None) -> int:
+    def send(self, job_ids: Iterable[str]) -> int:
         """Send one message per job id; returns how many were sent."""
         sent = 0
         for job_id in job_ids:
-            options: dict[str, Any] = {}
-            if time_limits and job_id in time_limits:
-                options["time_limit"] = time_limits[job_id]
-            self.actor.send_with_options(args=(job_id,), **options)
+            self.actor.send_with_options(args=(job_id,))
             sent += 1
         return sent
 
@@ -107,6 +117,7 @@ class Dispatcher:
         """The actor: run the job if this worker wins it; never raise into Dramatiq."""
         with self._running_lock:
             self.running += 1
+        self._local.in_actor = True
         try:
             self.engine.run_job(job_id, owner=self.owner)
         except TimeLimitExceeded:
@@ -114,8 +125,22 @@ class Dispatcher:
         except Exception:  # run_job records failures itself; this is a last resort for the log
             log.exception("job %s: unexpected error outside the job's command", job_id)
         finally:
+            self._local.in_actor = False
             with self._running_lock:
                 self.running -= 1
+
+    def limit_current_job(self, milliseconds: int) -> None:
+        """Set the time limit of the job this worker thread runs now (an element's ``bpmnlite:timeout``).
+
+        The worker reads the limit from the model itself, so it holds whoever
+        sent the message. Outside an actor (``run_jobs`` in the caller's
+        thread) there is no limit to set.
+        """
+        if not getattr(self._local, "in_actor", False):
+            return
+        for middleware in self.broker.middleware:
+            if isinstance(middleware, TimeLimit):
+                middleware.manager.add_timeout(threading.get_ident(), milliseconds)  # type: ignore[no-untyped-call]
 
     def worker(self, threads: int = 4, prefetch: int | None = None) -> dramatiq.Worker:
         """A Dramatiq worker for this broker (not started)."""

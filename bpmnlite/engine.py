@@ -528,7 +528,7 @@ class Engine:
         if not job_ids or self.dispatcher is None:
             return 0
         try:
-            return self.dispatcher.send(job_ids, time_limits=control.time_limits(self, job_ids))
+            return self.dispatcher.send(job_ids)
         except Exception:  # broker down: the rows are the truth, the reconciler re-sends
             log.warning("could not send %d job message(s); the reconciler will re-send them", len(job_ids),
                         exc_info=True)

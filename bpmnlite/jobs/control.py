@@ -135,12 +135,3 @@ def rearm(engine: Engine, runner: Runner, row: Any, inst: Instance | None, graph
             payload={"timer": timers.to_json(nxt), "element": row.payload["element"]},
         )
     )
-
-
-def time_limits(engine: Engine, job_ids: list[str]) -> dict[str, int]:
-    if not engine.deployer.has_timeouts:
-        return {}
-    with engine.reader.connect() as conn:
-        rows = conn.execute(sa.select(t.jobs.c.id, t.jobs.c.payload).where(t.jobs.c.id.in_(job_ids)))
-        return {r.id: int(r.payload["timeout_ms"]) for r in rows if r.payload and r.payload.get("timeout_ms")}
-

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from bpmnlite.dispatch import is_time_limit
 from bpmnlite.errors import Conflict, TaskStopped, UncaughtBpmnError
 from bpmnlite.jobs import failures
 from bpmnlite.jobs.acquire import RUNNABLE, Claim, acquire, release
@@ -53,10 +54,12 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
         row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
         if row is None or row.state not in RUNNABLE:
             return "gone"
-        max_concurrent, _timeout = _element_limits(engine, row)
+        max_concurrent, timeout = _element_limits(engine, row)
         claim = acquire(conn, job_id, owner, now, engine.lock_duration, max_concurrent)
     if claim is None:
         return "skipped"
+    if timeout is not None and engine.dispatcher is not None:
+        engine.dispatcher.limit_current_job(timeout)
     try:
         return _run_claimed(engine, job_id, claim)
     finally:
@@ -96,8 +99,9 @@ def _run_claimed(engine: Engine, job_id: str, claim: Claim) -> str:
         outcome = failures.record_failure(engine, job_id, err, incident=True, claim=claim)
         return outcome
     except Exception as exc:  # any other failure: retry after a back-off, or an incident
+        timed_out = is_time_limit(exc)  # the interrupt may strike inside a DB call and be replaced
         return failures.record_failure(engine, job_id, exc, incident=False, detail=traceback.format_exc(),
-                                       claim=claim)
+                                       claim=claim, timed_out=timed_out)
     if claim.exclusive and claim.instance_id:
         # jobs of the same instance that waited for our lease
         engine._send(due_jobs_of_instance(engine, claim.instance_id, exclude=job_id))

@@ -31,7 +31,6 @@ from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord
 from bpmnlite.runtime.environment import Environment
 from bpmnlite.runtime.graph import ExecutionGraph
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
-from bpmnlite.runtime.timers import parse_duration
 
 
 class ExecutionView:
@@ -246,8 +245,6 @@ class Runner:
         cfg = node.asynchronous
         payload = dict(payload or {})
         if kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER):
-            if cfg.timeout:
-                payload["timeout_ms"] = int(parse_duration(cfg.timeout).total_seconds() * 1000)
             if cfg.retry_backoff:
                 payload["backoff"] = cfg.retry_backoff
             if cfg.max_queue is not None and kind is JobKind.ASYNC_BEFORE:

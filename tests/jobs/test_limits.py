@@ -80,3 +80,64 @@ def test_timeout_stops_the_job_and_counts_as_a_failure(pg_engine: tuple[Engine, 
     assert incident.error_message == "step 'make' timed out"
     assert "timed out" in (incident.error_detail or "")
     assert engine.instance(inst.id).active_elements == ("make",)
+
+
+def test_max_queue_holds_under_concurrent_starts(pg_engine: tuple[Engine, Slow]) -> None:
+    engine, _slow = pg_engine
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="make" bpmnlite:type="slow" bpmnlite:async="true" bpmnlite:maxQueue="2"/>'
+        '<boundaryEvent id="full" attachedToRef="make"><errorEventDefinition errorRef="qf"/></boundaryEvent>'
+        '<endEvent id="e"/><endEvent id="rejected"/>'
+        '<sequenceFlow id="f1" sourceRef="s" targetRef="make"/><sequenceFlow id="f2" sourceRef="make" targetRef="e"/>'
+        '<sequenceFlow id="f3" sourceRef="full" targetRef="rejected"/>',
+        extra='<error id="qf" errorCode="QueueFull"/>',
+    ))
+    barrier = threading.Barrier(8)
+    states: list[str] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        barrier.wait(30)
+        info = engine.start("p", {"seconds": 0})
+        with lock:
+            states.append(info.state)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert sorted(states) == ["completed"] * 6 + ["waiting"] * 2
+    assert len(engine.jobs()) == 2
+
+
+def test_the_worker_applies_the_time_limit_whoever_sent_the_message(pg_url: str) -> None:
+    _truncate(pg_url)
+    deployer = Engine(pg_url, plugins=[Slow()], load_entry_points=False)
+    deployer.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="make" bpmnlite:type="slow" bpmnlite:async="true" '
+        'bpmnlite:timeout="PT0.5S" bpmnlite:retries="1"/><endEvent id="e"/>' + chain("s", "make", "e")
+    ))
+    inst = deployer.start("p", {"seconds": 30})
+    deployer.close()
+    worker_engine = Engine(pg_url, plugins=[Slow()], load_entry_points=False)  # has never seen the model
+    with worker_engine.worker(threads=1):
+        wait_for(lambda: bool(worker_engine.incidents()), 60, "the timed-out job to become an incident")
+    assert worker_engine.incidents()[0].error_message == "step 'make' timed out"
+    assert worker_engine.instance(inst.id).active_elements == ("make",)
+    worker_engine.close()
+
+
+def test_a_time_limit_replaced_by_another_error_is_still_recognised() -> None:
+    from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+    from bpmnlite.dispatch import is_time_limit
+
+    try:
+        try:
+            raise TimeLimitExceeded()
+        except TimeLimitExceeded:
+            raise RuntimeError("can't change 'autocommit' now") from None
+    except RuntimeError as replaced:
+        assert is_time_limit(replaced)
+    assert not is_time_limit(RuntimeError("plain failure"))
