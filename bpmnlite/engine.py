@@ -45,7 +45,7 @@ from bpmnlite.records import (
     VariableChange,
 )
 from bpmnlite.runtime import events
-from bpmnlite.runtime.effects import Effects, JobKind
+from bpmnlite.runtime.effects import RUN_NOW, Effects
 from bpmnlite.runtime.runner import Runner
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait, new_id
 from bpmnlite.store import database, repository
@@ -206,7 +206,7 @@ class Engine:
     def _flush(self, conn: Connection, runner: Runner, events_seen: list[tuple[str, dict[str, Any]]]) -> None:
         now = runner.now
         for job in runner.effects.jobs:
-            if job.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER):
+            if job.kind in RUN_NOW:
                 runner.created_jobs.append(job.id)
         # side rows first, the instance rows last: a command never holds an instance row while it
         # waits for the row lock of a running job, so two commands cannot wait on each other
@@ -466,6 +466,7 @@ class Engine:
             if row is None:
                 return  # gone, or taken over by another worker after our lock expired
             runner.effects.consumed_jobs.add(job_id)
+            runner.in_job = True
             control.resume(self, conn, runner, row)
 
     def job_timed_out(self, job_id: str, *, owner: str) -> str:

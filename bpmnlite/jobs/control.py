@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from bpmnlite.errors import Conflict, NotFound
 from bpmnlite.queries import job_info
 from bpmnlite.records import InstanceInfo, JobInfo
-from bpmnlite.runtime import events, timers
+from bpmnlite.runtime import activities, events, timers
 from bpmnlite.runtime.effects import JobKind, JobRecord
 from bpmnlite.runtime.graph import ExecutionGraph
 from bpmnlite.runtime.runner import Runner
@@ -106,6 +106,11 @@ def resume(engine: Engine, conn: Connection, runner: Runner, row: Any) -> None:
         events.deliver(runner, inst, row.token_id, element.id, None)
         return
     token = inst.tokens.get(row.token_id)
+    if kind is JobKind.CALL_RETURN:
+        if token is not None and token.wait is Wait.CALL and token.data.get("child") == row.payload["child"]:
+            child = runner.env.load_instance(row.payload["child"])  # read only: it has completed
+            activities.return_from_child(runner, inst, token, child)
+        return
     if token is None or token.wait not in (Wait.ASYNC_BEFORE, Wait.ASYNC_AFTER):
         return  # stale: the token moved on (e.g. an interrupting boundary event)
     token.data["resumed"] = 1

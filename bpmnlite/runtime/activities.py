@@ -14,7 +14,7 @@ from bpmnlite.errors import BpmnError, ExecutionError, ScriptError
 from bpmnlite.expressions import is_truthy_condition
 from bpmnlite.model import EventKind, FlowNode, NodeKind, VariableMapping
 from bpmnlite.runtime import events, gateways
-from bpmnlite.runtime.effects import JobKind, TaskRecord
+from bpmnlite.runtime.effects import JobKind, JobRecord, TaskRecord
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
 
 if TYPE_CHECKING:
@@ -218,13 +218,36 @@ def _call(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
 
 
 def child_completed(runner: Runner, child: Instance) -> None:
-    """A called instance ended: map its outputs and let the parent go on."""
+    """A called instance ended: map its outputs and let the parent go on.
+
+    Inside a job, when the parent is not already part of this command, the
+    parent goes on in a job of its own (``call-return``, exclusive on the
+    parent): children finishing at the same time then never collide on the
+    parent's row, so no child's job is rolled back and replayed with its
+    side effects.
+    """
     if not child.parent_instance_id or not child.parent_token_id:
+        return
+    if runner.in_job and child.parent_instance_id not in runner.instances:
+        parent_row = runner.env.load_instance(child.parent_instance_id)  # read only: not saved by this command
+        waiting = parent_row.tokens.get(child.parent_token_id)
+        if waiting is None or waiting.wait is not Wait.CALL:
+            return
+        runner.effects.jobs.append(JobRecord(
+            id=new_id(), kind=JobKind.CALL_RETURN, instance_id=parent_row.id, token_id=waiting.id,
+            element_id=waiting.node_id, definition_id=parent_row.definition_id, due_at=runner.now,
+            payload={"child": child.id},
+        ))
         return
     parent = runner.instance(child.parent_instance_id)
     token = parent.tokens.get(child.parent_token_id)
     if token is None or token.data.get("child") not in (None, child.id):
         return
+    return_from_child(runner, parent, token, child)
+
+
+def return_from_child(runner: Runner, parent: Instance, token: Token, child: Instance) -> None:
+    """Map a completed child's outputs into the parent and move the call activity's token on."""
     graph = runner.graph_of(parent)
     node = graph.nodes[token.node_id]
     outputs = _mapped(runner, child, None, node, node.call_outputs, child, default_all=False)

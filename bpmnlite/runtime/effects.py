@@ -19,6 +19,11 @@ class JobKind(StrEnum):
     ASYNC_AFTER = "async-after"
     TIMER = "timer"  # a timer catch event, boundary timer, event gateway timer or event sub-process timer
     START_TIMER = "start-timer"  # a timer start event of a definition (no instance yet)
+    CALL_RETURN = "call-return"  # a called instance completed inside a job: its parent goes on in this job
+
+
+# kinds that are due at once and get a message right after the commit (timers wait for the scheduler)
+RUN_NOW = frozenset({JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER, JobKind.CALL_RETURN})
 
 
 class SubscriptionKind(StrEnum):

@@ -76,6 +76,8 @@ class Runner:
         self.visits: Counter[str] = Counter()
         self.now = env.now()
         self.created_jobs: list[str] = []
+        # set by the engine for a job's command (see activities.child_completed)
+        self.in_job = False
         # owners (tokens, scopes, instances) that may have rows in the database
         self.stored_owners: set[str] = set()
         self.seq = time.time_ns() // 1000 * 1000

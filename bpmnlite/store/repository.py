@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bpmnlite.errors import Conflict, NotFound
-from bpmnlite.runtime.effects import Effects, JobKind
+from bpmnlite.runtime.effects import RUN_NOW, Effects, JobKind
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Token
 from bpmnlite.store import tables as t
 
@@ -201,7 +201,7 @@ def write_effects(
                     "lock_owner": None,
                     "lock_expires_at": None,
                     # sent right after the commit when a dispatcher exists; else the reconciler sends it
-                    "dispatched_at": stamp if dispatching and j.kind in (JobKind.ASYNC_BEFORE, JobKind.ASYNC_AFTER) else None,
+                    "dispatched_at": stamp if dispatching and j.kind in RUN_NOW else None,
                     "payload": j.payload,
                     "error_message": None,
                     "error_detail": None,

@@ -141,3 +141,23 @@ def test_a_time_limit_replaced_by_another_error_is_still_recognised() -> None:
     except RuntimeError as replaced:
         assert is_time_limit(replaced)
     assert not is_time_limit(RuntimeError("plain failure"))
+
+
+def test_parallel_children_completing_together_never_replay_their_work(pg_url: str) -> None:
+    """Children of a multi-instance call activity finish in parallel jobs; each child's work runs once."""
+    from ..conftest import Recorder
+
+    _truncate(pg_url)
+    recorder = Recorder()
+    engine = Engine(pg_url, plugins=[recorder], load_entry_points=False)
+    engine.deploy(bpmn('<startEvent id="cs" bpmnlite:async="true"/><serviceTask id="work" bpmnlite:type="record"/>'
+                       '<endEvent id="ce"/>' + chain("cs", "work", "ce"), "child"))
+    engine.deploy(bpmn('<startEvent id="s"/><callActivity id="each" calledElement="child">'
+                       '<multiInstanceLoopCharacteristics camunda:collection="items" camunda:elementVariable="item"/>'
+                       '</callActivity><endEvent id="e"/>' + chain("s", "each", "e"), "parent"))
+    parent = engine.start("parent", {"items": list(range(8))})
+    with engine.worker(threads=4):
+        wait_for(lambda: engine.instance(parent.id).state == "completed", 120, "the parent to complete")
+    assert recorder.calls == ["work"] * 8
+    assert engine.jobs() == [] and engine.incidents() == []
+    engine.close()
