@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # units whose larger value is better; every other unit is a time (smaller is better)
-RATE_UNITS = frozenset({"instances/s"})
+RATE_UNITS = frozenset({"instances/s", "jobs/s"})
 
 
 class Unavailable(Exception):
@@ -49,12 +49,21 @@ class Result:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal from the issue: bpmnlite at least ``min_ratio`` times as fast as SpiffWorkflow."""
+    """A goal from the issue, checked against every row it applies to.
+
+    Either bpmnlite at least ``min_ratio`` times as fast as SpiffWorkflow
+    (``ratio_vs_spiff``), or, with ``unit``, a bound on the value of the rows
+    of that unit: ``at_least`` or ``at_most`` (``backend`` narrows the rows).
+    """
 
     name: str
     scenario: str
     n: int | None
-    min_ratio: float
+    min_ratio: float | None = None
+    unit: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    backend: str | None = None
 
 
 @dataclass(frozen=True)

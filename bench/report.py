@@ -15,28 +15,55 @@ NOTES = (
     "ratio_vs_spiff is bpmnlite's speed-up over SpiffWorkflow in the same run: above 1 bpmnlite is faster "
     "(instances/s divided by SpiffWorkflow's, or SpiffWorkflow's ms divided by bpmnlite's).",
     "value is the median over the repetitions given under scenarios; engines take turns within a repetition.",
+    "Worker scenarios (async-throughput, latency, growth, memory) run bpmnlite alone, on PostgreSQL and Redis "
+    "through real `bpmnlite worker` processes (backend postgresql+redis) or in-process on a SQLite file "
+    "(sqlite-file); each figure comes from one run of the sizes under scenarios, and the unit says what it is.",
 )
 
 
 def targets(scenarios: list[Scenario], results: list[Result]) -> list[dict[str, object]]:
-    """Each target checked against every bpmnlite row it applies to."""
+    """Each target checked against every bpmnlite row it applies to.
+
+    Every entry has the same keys: ``required``/``measured`` with ``comparison``
+    and ``unit`` say what was checked; ``required_ratio``/``ratio`` repeat them
+    for the targets relative to SpiffWorkflow and are null for the others.
+    """
     out: list[dict[str, object]] = []
     for sc in scenarios:
         for target in sc.targets:
             for row in results:
-                if row.scenario != target.scenario or row.ratio_vs_spiff is None:
+                if row.scenario != target.scenario or (target.n is not None and row.n != target.n):
                     continue
-                if target.n is not None and row.n != target.n:
+                if target.backend is not None and row.backend != target.backend:
                     continue
+                if target.unit is None:
+                    if row.ratio_vs_spiff is None or target.min_ratio is None:
+                        continue
+                    required, measured, comparison, unit = target.min_ratio, row.ratio_vs_spiff, ">=", "x SpiffWorkflow"
+                else:
+                    if row.unit != target.unit:
+                        continue
+                    measured, unit = row.value, row.unit
+                    if target.at_most is not None:
+                        required, comparison = target.at_most, "<="
+                    else:
+                        assert target.at_least is not None, f"target {target.name!r} has no bound"
+                        required, comparison = target.at_least, ">="
+                met = measured <= required if comparison == "<=" else measured >= required
+                spiff = target.unit is None
                 out.append(
                     {
                         "target": target.name,
                         "scenario": row.scenario,
                         "n": row.n,
                         "backend": row.backend,
-                        "required_ratio": target.min_ratio,
-                        "ratio": row.ratio_vs_spiff,
-                        "met": row.ratio_vs_spiff >= target.min_ratio,
+                        "unit": unit,
+                        "comparison": comparison,
+                        "required": required,
+                        "measured": measured,
+                        "required_ratio": required if spiff else None,
+                        "ratio": measured if spiff else None,
+                        "met": met,
                     }
                 )
     return out
@@ -83,8 +110,8 @@ def markdown(doc: dict[str, object]) -> str:
         lines += ["", "| target | n | backend | required | measured | met |", "|---|---:|---|---:|---:|---|"]
         for t in checked:  # type: ignore[attr-defined]
             lines.append(
-                f"| {t['target']} | {t['n']} | {t['backend']} | {t['required_ratio']:g}x | "
-                f"{t['ratio']:.2f}x | {'yes' if t['met'] else 'no'} |"
+                f"| {t['target']} | {t['n']} | {t['backend']} | {t['comparison']} {t['required']:g} {t['unit']} | "
+                f"{_figure(t['measured'])} | {'yes' if t['met'] else 'no'} |"
             )
     if doc["skipped"]:
         lines.append("")

@@ -22,9 +22,7 @@ from bench import machine, report  # noqa: E402
 from bench.registry import SCENARIOS, BenchError, Result, Settings, Unavailable  # noqa: E402
 
 # Modules whose @scenario functions register themselves, in the order they run.
-# The async-throughput, latency, growth and memory scenarios go here once their
-# Redis/PostgreSQL workers exist.
-SCENARIO_MODULES = ("bench.inprocess",)
+SCENARIO_MODULES = ("bench.inprocess", "bench.async_throughput", "bench.latency", "bench.growth", "bench.memory")
 
 
 def load() -> None:

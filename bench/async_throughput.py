@@ -1,0 +1,225 @@
+"""Async throughput: instances of three async service tasks, run by worker processes.
+
+PostgreSQL + Redis: a real ``bpmnlite worker --processes P --threads 4`` command
+(P = 1, 2, 4) runs the jobs; the bench process starts the instances with
+``Engine(pg_url, broker_url=redis_url)``, as an application would. The figure
+is jobs/s from the first ``start`` of the timed batch until every instance of
+it has completed (polled, with a deadline). Workers are started and warmed up
+(``10 x P`` instances run to completion) before the clock starts.
+
+Transactions per job come from ``pg_stat_database`` (``xact_commit +
+xact_rollback`` of the bench's database), read before the workers start and
+after they (and every other connection of the bench) have disconnected, so
+PostgreSQL has flushed every backend's counts. "worker transactions/job" leaves
+out the starts (their cost per start is measured on the warm-up starts, before
+any worker runs) and the bench's polling statements; "transactions/job incl.
+start" adds the starts back. Both include the workers' start-up and their
+scheduler ticks, which real workers pay too.
+
+``pgbench -N`` runs against the same PostgreSQL in the same run, right after
+each worker configuration, with 4 clients per worker process (one per worker
+thread) and 2 pgbench threads, in a database of its own (scale 1).
+
+The embedded default runs the same model on a SQLite file with
+``engine.worker(threads=2)`` (Dramatiq's stub broker, in-process); its
+transactions are counted client-side (SQLAlchemy ``begin`` events in the worker
+and scheduler threads).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import bench_plugin, services
+from bench.registry import BenchError, Result, Settings, Target, scenario
+
+NAME = "async-throughput"
+KEY = "bench_async3"
+STEPS = 3
+PROCESSES = (1, 2, 4)
+THREADS = 4
+WARM_PER_PROCESS = {False: 10, True: 3}
+INSTANCES = {False: 1000, True: 40}
+EMBEDDED_INSTANCES = {False: 1000, True: 40}
+EMBEDDED_THREADS = 2
+PGBENCH_SECONDS = {False: 10, True: 1}
+PG = "postgresql+redis"
+
+
+def _plan(settings: Settings) -> dict[str, object]:
+    return {
+        "instances": INSTANCES[settings.quick],
+        "async_steps_per_instance": STEPS,
+        "worker_processes": list(PROCESSES),
+        "threads_per_process": THREADS,
+        "warm_up_instances_per_process": WARM_PER_PROCESS[settings.quick],
+        "pgbench": f"-N, scale 1, {THREADS} clients per worker process, -j 2, -T {PGBENCH_SECONDS[settings.quick]}",
+        "embedded": f"{EMBEDDED_INSTANCES[settings.quick]} instances, engine.worker(threads={EMBEDDED_THREADS}), "
+        "SQLite file",
+    }
+
+
+def connection_cost(url: str) -> int:
+    """Transactions PostgreSQL counts for opening and closing one bench connection (no statements)."""
+    before = sum(services.settled_xacts(url))
+    services.Poller(url).close()
+    return sum(services.settled_xacts(url)) - before
+
+
+def pg_run(url: str, redis_url: str, processes: int, instances: int, warm: int, conn_cost: int) -> dict[str, float]:
+    """One configuration: jobs/s and transactions per job."""
+    from bpmnlite import Engine
+
+    services.truncate_runtime(url)
+    queue = services.queue_name()
+    feeder = Engine(
+        url, broker_url=redis_url, queue=queue, load_entry_points=False, plugins=[bench_plugin], create_schema=False
+    )
+    workers = services.Workers(url, redis_url, queue, processes=processes, threads=THREADS)
+    try:
+        x0 = sum(services.settled_xacts(url))
+        for _ in range(warm):
+            feeder.start(KEY)
+        feeder.db.dispose()  # its backend exits and flushes its counts
+        x1 = sum(services.settled_xacts(url))
+        per_start = (x1 - x0) / warm
+        with services.Poller(url) as poller:
+            workers.start()
+            services.poll(lambda: poller.completed() == warm, 120, f"{warm} warm-up instances")
+            began = time.perf_counter()
+            for _ in range(instances):
+                feeder.start(KEY)
+            total = warm + instances
+            ended = services.poll(
+                lambda: poller.completed() == total, 60 + instances, f"{instances} instances x {STEPS} async steps"
+            )
+            workers.stop()
+            feeder.close()
+            services.check_all_completed(poller, total, f"{NAME} with {processes} process(es)")
+            workers.check_log(f"{NAME} with {processes} process(es)")
+        x2 = sum(services.settled_xacts(url))
+    finally:
+        workers.stop()
+        feeder.close()
+        services.drop_queue(redis_url, queue)
+    worker_tx = (x2 - x1) - instances * per_start - poller.queries - conn_cost
+    jobs = STEPS * (warm + instances)
+    return {
+        "jobs_per_s": STEPS * instances / (ended - began),
+        "worker_tx_per_job": worker_tx / jobs,
+        "all_tx_per_job": (worker_tx + (warm + instances) * per_start) / jobs,
+    }
+
+
+def pgbench_tps(pgbench: str, url: str, clients: int, seconds: int) -> float:
+    libpq, _ = services._libpq(url)
+    out = subprocess.run(
+        [pgbench, "-n", "-N", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), libpq],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )
+    found = re.search(r"^tps = ([0-9.]+)", out.stdout, re.MULTILINE)
+    failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+    if out.returncode != 0 or not found or (failed and int(failed.group(1))):
+        raise BenchError(f"pgbench failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
+    return float(found.group(1))
+
+
+def pgbench_init(pgbench: str, url: str) -> None:
+    libpq, _ = services._libpq(url)
+    out = subprocess.run([pgbench, "-i", "-q", "-s", "1", libpq], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise BenchError(f"pgbench -i failed: {out.stderr[-500:]}")
+
+
+def embedded_run(instances: int, warm: int) -> dict[str, float]:
+    """The embedded default: a SQLite file, ``engine.worker()`` in this process."""
+    import sqlalchemy as sa
+
+    from bpmnlite import Engine
+
+    with tempfile.TemporaryDirectory(prefix="bpmnlite-bench-db-") as tmp:
+        engine = Engine(f"sqlite:///{Path(tmp) / 'async.db'}", load_entry_points=False, plugins=[bench_plugin])
+        begins: Counter[int] = Counter()
+        sa.event.listen(engine.db, "begin", lambda _conn: begins.update((threading.get_ident(),)))
+        me = threading.get_ident()
+
+        def others() -> int:
+            return sum(n for ident, n in begins.items() if ident != me)
+
+        def completed() -> int:
+            return engine.count_instances().get((KEY, "completed"), 0)
+
+        try:
+            engine.deploy(services.async_chain_xml(KEY, STEPS))
+            with engine.worker(threads=EMBEDDED_THREADS):
+                for _ in range(warm):
+                    engine.start(KEY)
+                services.poll(lambda: completed() == warm, 120, "embedded warm-up")
+                base, mine = others(), begins[me]
+                began = time.perf_counter()
+                for _ in range(instances):
+                    engine.start(KEY)
+                starts_tx = begins[me] - mine
+                ended = services.poll(lambda: completed() == warm + instances, 60 + instances, "embedded instances")
+                worker_tx = others() - base
+            counts = engine.count_instances()
+            left = engine.jobs()
+            if counts != {(KEY, "completed"): warm + instances} or left:
+                raise BenchError(f"{NAME} embedded: instances {counts}, {len(left)} jobs left")
+        finally:
+            engine.close()
+    jobs = STEPS * instances
+    return {
+        "jobs_per_s": jobs / (ended - began),
+        "worker_tx_per_job": worker_tx / jobs,
+        "all_tx_per_job": (worker_tx + starts_tx) / jobs,
+    }
+
+
+def _rows(backend: str, n: int, run: dict[str, float]) -> list[Result]:
+    return [
+        Result(NAME, "bpmnlite", backend, n, round(run["jobs_per_s"], 1), "jobs/s"),
+        Result(NAME, "bpmnlite", backend, n, round(run["worker_tx_per_job"], 2), "worker transactions/job"),
+        Result(NAME, "bpmnlite", backend, n, round(run["all_tx_per_job"], 2), "transactions/job incl. start"),
+    ]
+
+
+@scenario(
+    NAME,
+    f"instances of {STEPS} async service tasks run by `bpmnlite worker` processes (n = processes) on "
+    "PostgreSQL + Redis, and by engine.worker() on a SQLite file (n = 1); jobs/s, transactions per job, "
+    "and the ratio to pgbench -N TPS on the same PostgreSQL",
+    targets=(
+        Target("async jobs/s >= 40% of pgbench -N TPS", NAME, None, unit="x pgbench -N TPS", at_least=0.4),
+    ),
+    plan=_plan,
+)
+def async_throughput(settings: Settings) -> list[Result]:
+    from bpmnlite import Engine
+
+    services.need_postgres()
+    services.need_redis()
+    pgbench = services.need_pgbench()
+    results: list[Result] = []
+    seconds = PGBENCH_SECONDS[settings.quick]
+    with services.pg_database() as url, services.pg_database(suffix="_pgbench") as bench_url:
+        with Engine(url, load_entry_points=False, plugins=[bench_plugin]) as engine:
+            engine.deploy(services.async_chain_xml(KEY, STEPS))
+        pgbench_init(pgbench, bench_url)
+        conn_cost = connection_cost(url)
+        for processes in PROCESSES:
+            warm = WARM_PER_PROCESS[settings.quick] * processes
+            run = pg_run(url, services.REDIS_URL, processes, INSTANCES[settings.quick], warm, conn_cost)
+            services.progress(f"{NAME}: {processes} process(es): {run['jobs_per_s']:.0f} jobs/s")
+            tps = pgbench_tps(pgbench, bench_url, THREADS * processes, seconds)
+            results += _rows(PG, processes, run)
+            results.append(Result(NAME, "pgbench", "postgresql", processes, round(tps, 1), "pgbench -N TPS"))
+            results.append(Result(NAME, "bpmnlite", PG, processes, round(run["jobs_per_s"] / tps, 3), "x pgbench -N TPS"))
+    results += _rows("sqlite-file", 1, embedded_run(EMBEDDED_INSTANCES[settings.quick], WARM_PER_PROCESS[settings.quick]))
+    return results
