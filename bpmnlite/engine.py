@@ -460,14 +460,16 @@ class Engine:
         """
         return executor.run_job(self, job_id, owner, now)
 
-    def _run_job_command(self, job_id: str, claim: Claim) -> None:
+    def _run_job_command(self, job_id: str, claim: Claim) -> list[str]:
+        """Run a claimed job's command; returns the ids of the jobs it created (already sent)."""
         with self._command(claim) as (conn, runner):
             row = executor.hold_claim(conn, claim)
             if row is None:
-                return  # gone, or taken over by another worker after our lock expired
+                return []  # gone, or taken over by another worker after our lock expired
             runner.effects.consumed_jobs.add(job_id)
             runner.in_job = True
             control.resume(self, conn, runner, row)
+        return runner.created_jobs
 
     def job_timed_out(self, job_id: str, *, owner: str) -> str:
         """Record that a job ran past its time limit: handled like a failure (retry or incident)."""

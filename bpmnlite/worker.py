@@ -71,7 +71,7 @@ class EmbeddedWorker:
 
     def stop(self) -> None:
         self.scheduler.stop()
-        self.worker.stop(timeout=30_000)
+        self.dispatcher.stop_worker(self.worker, 30_000)
 
     def __enter__(self) -> EmbeddedWorker:
         return self.start()

@@ -32,10 +32,9 @@ if TYPE_CHECKING:
     from bpmnlite.engine import Engine
 
 
-def _element_limits(engine: Engine, row: Any) -> tuple[int | None, int | None]:
-    """(max_concurrent, timeout in ms) of the job's element."""
-    with engine.reader.connect() as conn:
-        graph = engine.deployer.graph(conn, row.definition_id)
+def _element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, int | None]:
+    """(max_concurrent, timeout in ms) of the job's element (the graph is cached after the first job)."""
+    graph = engine.deployer.graph(conn, row.definition_id)
     node = graph.nodes.get(row.element_id)
     if node is None:
         return None, None
@@ -54,7 +53,7 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
         row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
         if row is None or row.state not in RUNNABLE:
             return "gone"
-        max_concurrent, timeout = _element_limits(engine, row)
+        max_concurrent, timeout = _element_limits(engine, conn, row)
         claim = acquire(conn, job_id, owner, now, engine.lock_duration, max_concurrent)
     if claim is None:
         return "skipped"
@@ -82,7 +81,7 @@ def due_jobs_of_element(engine: Engine, definition_id: str, element_id: str, lim
 
 def _run_claimed(engine: Engine, job_id: str, claim: Claim) -> str:
     try:
-        engine._run_job_command(job_id, claim)  # sends messages for the jobs it created
+        created = engine._run_job_command(job_id, claim)  # it sends messages for the jobs it created
     except Conflict:
         # another command changed the instance first: run again, without spending a retry
         with engine.db.begin() as conn:
@@ -104,7 +103,8 @@ def _run_claimed(engine: Engine, job_id: str, claim: Claim) -> str:
                                        claim=claim, timed_out=timed_out)
     if claim.exclusive and claim.instance_id:
         # jobs of the same instance that waited for our lease
-        engine._send(due_jobs_of_instance(engine, claim.instance_id, exclude=job_id))
+        waiting = due_jobs_of_instance(engine, claim.instance_id, exclude=job_id)
+        engine._send([j for j in waiting if j not in created])
     return "done"
 
 

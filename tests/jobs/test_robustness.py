@@ -99,3 +99,42 @@ def test_cancelling_an_instance_removes_its_incidents(db_url: str, recorder: Rec
     engine.cancel(inst.id)
     assert engine.incidents() == []
     engine.close()
+
+
+THREE_ASYNC = bpmn(
+    '<startEvent id="s"/><serviceTask id="a" bpmnlite:type="noop" bpmnlite:async="true"/>'
+    '<serviceTask id="b" bpmnlite:type="noop" bpmnlite:async="true"/>'
+    '<serviceTask id="c" bpmnlite:type="noop" bpmnlite:async="true"/><endEvent id="e"/>' + chain("s", "a", "b", "c", "e")
+)
+
+
+def test_each_job_gets_one_message(tmp_path: object, recorder: Recorder) -> None:
+    engine = Engine(f"sqlite:///{tmp_path}/one.db", plugins=[recorder], load_entry_points=False)
+    engine.deploy(THREE_ASYNC)
+    sent: list[str] = []
+    with engine.worker(threads=1) as worker:
+        original = worker.dispatcher.send
+
+        def counting(job_ids: object) -> int:
+            ids = list(job_ids)  # type: ignore[call-overload]
+            sent.extend(ids)
+            return original(ids)
+
+        worker.dispatcher.send = counting  # type: ignore[method-assign]
+        ids = [engine.start("p").id for _ in range(10)]
+        assert worker.wait_idle(60)
+    assert all(engine.instance(i).state == "completed" for i in ids)
+    assert len(sent) == 30 and len(set(sent)) == 30
+    engine.close()
+
+
+def test_embedded_workers_do_not_pile_up_on_the_broker(tmp_path: object, recorder: Recorder) -> None:
+    engine = Engine(f"sqlite:///{tmp_path}/pile.db", plugins=[recorder], load_entry_points=False)
+    engine.deploy(THREE_ASYNC)
+    for _ in range(5):
+        engine.start("p")
+        engine.run_until_idle(timeout=60)
+    assert engine.dispatcher is not None
+    stale = [m for m in engine.dispatcher.broker.middleware if hasattr(m, "worker")]
+    assert stale == []
+    engine.close()
