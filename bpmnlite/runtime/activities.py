@@ -95,7 +95,7 @@ def _user_task(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> 
     runner.effects.tasks.append(task)
     token.wait = Wait.USER_TASK
     token.data["task"] = task.id
-    runner.mark_rows(token)
+    runner.mark_rows(token, "t")
 
 
 def idempotency_key(inst: Instance, token: Token) -> str:

@@ -116,7 +116,8 @@ class Effects:
     ended_activities: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     variables: list[VariableRecord] = field(default_factory=list)
     # tokens whose tasks, subscriptions and jobs are gone (the token moved, ended or was cancelled)
-    cleared_tokens: set[str] = field(default_factory=set)
+    # owner id -> the kinds of rows to drop: t tasks, s subscriptions, j jobs
+    cleared_tokens: dict[str, str] = field(default_factory=dict)
     # (token_id, task outcome) of user tasks closed by the command
     closed_tasks: dict[str, str] = field(default_factory=dict)
     # ids of single jobs or subscriptions consumed (e.g. a fired timer of a still-running activity)

@@ -90,7 +90,7 @@ def _subscribe(
         )
     )
     if owner is not None:
-        runner.mark_rows(owner)
+        runner.mark_rows(owner, "s")
 
 
 def _timer_text(runner: Runner, inst: Instance, token: Token | None, node: FlowNode) -> tuple[TimerKind, str]:
@@ -181,7 +181,6 @@ def arm_event_gateway(runner: Runner, inst: Instance, token: Token, node: FlowNo
             )
         else:
             arm_trigger(runner, inst, token, target)
-    runner.mark_rows(token)
 
 
 # ---------------------------------------------------------------- throwing

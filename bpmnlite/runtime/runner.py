@@ -205,14 +205,20 @@ class Runner:
     # ------------------------------------------------------------ rows owned by tokens
     def clear_rows(self, token: Token) -> None:
         """Forget the tasks, subscriptions and jobs the token owned (it moved on)."""
-        if token.data.pop("rows", None):
-            self.forget_rows(token.id)
+        kinds = token.data.pop("rows", None)
+        if kinds:
+            self.forget_rows(token.id, kinds if isinstance(kinds, str) else ALL_ROWS)
 
-    def forget_rows(self, owner_id: str) -> None:
-        """Drop the rows an owner (token, scope or instance id) has, stored or still pending."""
+    def forget_rows(self, owner_id: str, kinds: str = "tsj") -> None:
+        """Drop the rows an owner (token, scope or instance id) has, stored or still pending.
+
+        ``kinds`` says which tables can hold them: ``t`` tasks, ``s``
+        subscriptions, ``j`` jobs; only those are touched.
+        """
         effects = self.effects
-        if owner_id in self.stored_owners:
-            effects.cleared_tokens.add(owner_id)  # a new instance or token has nothing stored to delete
+        if owner_id in self.stored_owners:  # a new instance or token has nothing stored to delete
+            before = effects.cleared_tokens.get(owner_id, "")
+            effects.cleared_tokens[owner_id] = "".join(sorted(set(before + kinds)))
         # rows created earlier in this same command never reach the database
         if effects.tasks:
             kept = [task for task in effects.tasks if task.token_id != owner_id]
@@ -224,8 +230,11 @@ class Runner:
         if effects.jobs:
             effects.jobs = [j for j in effects.jobs if j.token_id != owner_id]
 
-    def mark_rows(self, token: Token) -> None:
-        token.data["rows"] = 1
+    def mark_rows(self, token: Token, kinds: str) -> None:
+        """Note that ``token`` owns rows of these kinds (``t`` tasks, ``s`` subscriptions, ``j`` jobs)."""
+        before = token.data.get("rows")
+        before = before if isinstance(before, str) else (ALL_ROWS if before else "")
+        token.data["rows"] = "".join(sorted(set(before + kinds)))
 
     def _check_queue(self, inst: Instance, node: FlowNode, max_queue: int) -> None:
         """An element's queue is full: a catchable QueueFull error instead of one more job (seed 004)."""
@@ -266,7 +275,7 @@ class Runner:
         )
         self.effects.jobs.append(job)
         if token is not None:
-            self.mark_rows(token)
+            self.mark_rows(token, "j")
         return job
 
     # ------------------------------------------------------------ the loop
@@ -504,6 +513,7 @@ class Runner:
         )
 
 
+ALL_ROWS = "jst"
 _SCALARS = (str, int, float, bool, type(None))
 
 
