@@ -25,7 +25,7 @@ from bpmnlite.expressions import compile_expression
 from bpmnlite.jobs.retry import parse_retries
 from bpmnlite.model import Definitions, EventKind, FlowNode, NodeKind, Process, TimerKind
 from bpmnlite.records import DefinitionInfo, Deployment
-from bpmnlite.runtime import timers
+from bpmnlite.runtime import io_mapping, timers
 from bpmnlite.runtime.effects import Effects, JobKind, JobRecord, SubscriptionKind, SubscriptionRecord
 from bpmnlite.runtime.graph import ExecutionGraph, build_graph
 from bpmnlite.runtime.listeners import execution_listeners, listener_target
@@ -120,6 +120,14 @@ def check_for_engine(
                     elif registry.task_handler(resolve_name(target[1])) is None:
                         problem(f"no handler for execution listener {target[1]!r}; map it with class_map "
                                 "to a registered task type", node)
+            for kind in ("inputParameter", "outputParameter"):
+                for param in io_mapping.parameters(node, kind):
+                    reason = io_mapping.unsupported(param)
+                    if reason:
+                        problem(reason, node)
+                    for text in io_mapping.expressions_in(param):
+                        if text.startswith(("${", "#{")) and text.endswith("}"):
+                            check_expr(text, node)
             cfg = node.asynchronous
             try:
                 parse_retries(cfg.retries, 3, cfg.retry_backoff)

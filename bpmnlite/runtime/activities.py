@@ -13,7 +13,7 @@ from bpmnlite.context import TaskContext
 from bpmnlite.errors import BpmnError, ExecutionError, ScriptError
 from bpmnlite.expressions import is_truthy_condition
 from bpmnlite.model import EventKind, FlowNode, NodeKind, VariableMapping
-from bpmnlite.runtime import events, gateways
+from bpmnlite.runtime import events, gateways, io_mapping
 from bpmnlite.runtime.effects import JobKind, JobRecord, TaskRecord
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Phase, Token, Wait, new_id
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 
 def execute(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    if node.extensions and io_mapping.has_mapping(node):
+        io_mapping.apply_inputs(runner, inst, token, node)
     kind = node.kind
     if kind in _PASS_THROUGH:
         runner.complete(inst, token)

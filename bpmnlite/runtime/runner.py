@@ -26,7 +26,7 @@ from bpmnlite.errors import (
 )
 from bpmnlite.expressions import evaluate
 from bpmnlite.model import ACTIVITY_KINDS, EventKind, FlowNode, NodeKind, SequenceFlow
-from bpmnlite.runtime import listeners
+from bpmnlite.runtime import io_mapping, listeners
 from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord, VariableRecord
 from bpmnlite.runtime.environment import Environment
 from bpmnlite.runtime.graph import ExecutionGraph
@@ -354,6 +354,13 @@ class Runner:
                     events.arm_boundaries(self, inst, token, node)
             return
         # Phase.LEAVE
+        if (
+            node.extensions
+            and not resumed
+            and io_mapping.has_mapping(node)
+            and (node.multi_instance is None or token.data.get("mi_inner"))
+        ):
+            io_mapping.apply_outputs(self, inst, token, node)
         if token.data.get("mi_inner"):
             activities.complete_multi_instance_inner(self, inst, token, node)
             return
