@@ -38,16 +38,10 @@ def instances(engine: Engine, *,
     limit: int = 1000,
 ) -> list[InstanceInfo]:
     """Instances, newest first, filtered by key, state, business key or parent."""
-    query = sa.select(t.instances)
-    if process_key is not None:
-        query = query.where(t.instances.c.process_key == process_key)
-    if state is not None:
-        query = query.where(t.instances.c.state == state)
-    if business_key is not None:
-        query = query.where(t.instances.c.business_key == business_key)
-    if parent_instance_id is not None:
-        query = query.where(t.instances.c.parent_instance_id == parent_instance_id)
-    query = query.order_by(t.instances.c.started_at.desc()).limit(limit)
+    query = _equal(
+        sa.select(t.instances), t.instances, process_key=process_key, state=state, business_key=business_key,
+        parent_instance_id=parent_instance_id,
+    ).order_by(t.instances.c.started_at.desc()).limit(limit)
     with engine.reader.connect() as conn:
         return [info_from_row(row) for row in conn.execute(query).mappings()]
 
@@ -65,12 +59,7 @@ def count_instances(engine: Engine) -> dict[tuple[str, str], int]:
 
 def tasks(engine: Engine, *, instance_id: str | None = None, element_id: str | None = None, state: str = "open", limit: int = 1000
 ) -> list[TaskInfo]:
-    query = sa.select(t.tasks).where(t.tasks.c.state == state)
-    if instance_id is not None:
-        query = query.where(t.tasks.c.instance_id == instance_id)
-    if element_id is not None:
-        query = query.where(t.tasks.c.element_id == element_id)
-    query = query.order_by(t.tasks.c.created_at).limit(limit)
+    query = _equal(sa.select(t.tasks), t.tasks, state=state, instance_id=instance_id, element_id=element_id).order_by(t.tasks.c.created_at).limit(limit)
     with engine.reader.connect() as conn:
         return [
             TaskInfo(
@@ -90,14 +79,7 @@ def tasks(engine: Engine, *, instance_id: str | None = None, element_id: str | N
 def jobs(engine: Engine, *, instance_id: str | None = None, state: str | None = None, kind: str | None = None, limit: int = 1000
 ) -> list[JobInfo]:
     """Jobs (async continuations and timers); ``state="deadletter"`` are incidents."""
-    query = sa.select(t.jobs)
-    if instance_id is not None:
-        query = query.where(t.jobs.c.instance_id == instance_id)
-    if state is not None:
-        query = query.where(t.jobs.c.state == state)
-    if kind is not None:
-        query = query.where(t.jobs.c.kind == kind)
-    query = query.order_by(t.jobs.c.due_at, t.jobs.c.created_at).limit(limit)
+    query = _equal(sa.select(t.jobs), t.jobs, instance_id=instance_id, state=state, kind=kind).order_by(t.jobs.c.due_at, t.jobs.c.created_at).limit(limit)
     with engine.reader.connect() as conn:
         return [job_info(r) for r in conn.execute(query)]
 
@@ -180,6 +162,14 @@ def snapshot(inst: Instance, row: Any = None) -> InstanceInfo:
         suspended=bool(row["suspended"]) if row is not None else inst.suspended,
         error=inst.error,
     )
+
+
+def _equal(query: Any, table: sa.Table, **values: Any) -> Any:
+    """Add ``column == value`` for every filter given (None means "any")."""
+    for name, value in values.items():
+        if value is not None:
+            query = query.where(table.c[name] == value)
+    return query
 
 
 def info_from_row(row: Any) -> InstanceInfo:

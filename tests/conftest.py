@@ -44,6 +44,20 @@ def need_service(reason: str | None, what: str) -> None:
     pytest.skip(f"{what} not reachable: {reason}")
 
 
+def fresh_redis(url: str) -> str:
+    """Check Redis at ``url`` (skip, or fail under BPMNLITE_REQUIRE_SERVICES), then empty that one database."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+        reason = None
+    except Exception as exc:  # shown in the skip message
+        reason = f"{type(exc).__name__}: {exc}"
+    need_service(reason, "Redis on 127.0.0.1:6379")
+    redis.Redis.from_url(url).flushdb()  # only the database the URL names
+    return url
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session."""

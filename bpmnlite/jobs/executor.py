@@ -172,14 +172,13 @@ def reconcile(engine: Engine, now: datetime | None = None, limit: int = 500) -> 
                 ).order_by(jobs.c.priority.desc(), jobs.c.due_at).limit(limit)
             )
         ]
-        claimed: list[str] = []
-        for job_id in candidates:
-            result = conn.execute(
-                jobs.update().where(
-                    jobs.c.id == job_id,
-                    sa.or_(jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < stale),
-                ).values(dispatched_at=stamp)
-            )
-            if result.rowcount == 1:
-                claimed.append(job_id)
-    return claimed
+        if not candidates:
+            return []
+        # one statement claims them all; a job another scheduler claimed meanwhile no longer matches
+        result = conn.execute(
+            jobs.update()
+            .where(jobs.c.id.in_(candidates), sa.or_(jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < stale))
+            .values(dispatched_at=stamp)
+            .returning(jobs.c.id)
+        )
+        return [r.id for r in result]

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bpmnlite import Engine
 
 from ..bpmn import bpmn, chain
-from ..conftest import _truncate, need_service
+from ..conftest import _truncate, fresh_redis
 from . import worker_plugin
 
 REDIS_URL = os.environ.get("BPMNLITE_TEST_REDIS", "redis://127.0.0.1:6379/14")
@@ -38,23 +38,9 @@ SLOW = bpmn(
 )
 
 
-def _redis_reason() -> str | None:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-        return None
-    except Exception as exc:  # shown in the skip message
-        return f"{type(exc).__name__}: {exc}"
-
-
 @pytest.fixture
 def redis_url() -> str:
-    need_service(_redis_reason(), "Redis on 127.0.0.1:6379")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    return REDIS_URL
+    return fresh_redis(REDIS_URL)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 from bpmnlite_seeds.welcome import DemoMailbox
 
 from bpmnlite import Engine, cli
-from tests.conftest import _truncate, need_service
+from tests.conftest import _truncate, fresh_redis
 from tests.jobs.test_workers import Workers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,24 +58,10 @@ def smtp() -> Iterator[SmtpServer]:
         server.stop()
 
 
-def _redis_reason() -> str | None:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-        return None
-    except Exception as exc:  # shown in the skip message
-        return f"{type(exc).__name__}: {exc}"
-
-
 @pytest.fixture
 def redis_db() -> str:
     """Redis database 11, emptied (only that database)."""
-    need_service(_redis_reason(), "Redis on 127.0.0.1:6379")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    return REDIS_URL
+    return fresh_redis(REDIS_URL)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from bpmnlite import Engine
 from bpmnlite.cli import main
 from bpmnlite.records import InstanceInfo
 
-from ..conftest import _truncate, need_service
+from ..conftest import _truncate, fresh_redis
 from ..jobs.test_workers import Workers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,16 +60,6 @@ def publish_dir_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return path
 
 
-def _redis_reason() -> str | None:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-        return None
-    except Exception as exc:  # shown in the skip message
-        return f"{type(exc).__name__}: {exc}"
-
-
 class RealWorkers(Workers):
     """``bpmnlite worker`` processes on PostgreSQL and Redis db 10, on a queue of this test's own."""
 
@@ -88,10 +78,7 @@ class RealWorkers(Workers):
 @pytest.fixture(name="real_workers")
 def real_workers_fixture(pg_url: str) -> Iterator[RealWorkers]:
     """Workers to start; stopped (SIGTERM, by pid) after the test. Redis db 10 is flushed first."""
-    need_service(_redis_reason(), "Redis on 127.0.0.1:6379")
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()  # db 10 only: the URL names it
+    fresh_redis(REDIS_URL)  # db 10 only: the URL names it
     _truncate(pg_url)
     workers = RealWorkers(pg_url, REDIS_URL)
     try:
