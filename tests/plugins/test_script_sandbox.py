@@ -81,6 +81,40 @@ def test_the_script_works_on_a_copy_of_the_variables(python: PythonScript) -> No
     assert result == {"items": [1, [2, 3]], "order": {"lines": [1, 2]}}
 
 
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("def add():\n    items.append(3)\nadd()", {"items": [1, 2, 3]}),
+        ("def bump():\n    global n\n    n = n + 1\nbump()", {"n": 2}),
+        ("small = [v for v in range(5) if v < n]", {"small": [0]}),
+        ("f = lambda: n * 10\ny = f()", {"y": 10}),
+        ("y = [[w + n for w in items] for _ in range(1)]", {"y": [[2, 3]]}),
+        ("del n\ny = 1", {"y": 1}),
+    ],
+)
+def test_names_used_only_in_nested_code_are_seen(python: PythonScript, script: str, expected: dict[str, Any]) -> None:
+    # A sandboxed run copies in only the variables the code names; names
+    # inside functions, lambdas and comprehensions count too.
+    assert run(python, script, items=[1, 2], n=1, other=[5]) == expected
+
+
+class _Opaque:
+    """Copied by deepcopy, and a copy never equals its original (no ``__eq__``)."""
+
+
+def test_variables_the_script_does_not_name_are_not_compared(python: PythonScript) -> None:
+    # Comparing every variable would report this one as changed by every script.
+    assert run(python, "y = 1", thing=_Opaque(), data=[1]) == {"y": 1}
+    assert set(run(python, "y = 1\nz = thing", thing=_Opaque())) == {"y", "z", "thing"}
+
+
+def test_the_names_of_a_sandboxed_script_include_nested_code() -> None:
+    names = compile_script("def f():\n    return a + [b for _ in c]\ng = lambda: d\ndel e", False).names
+    assert names is not None
+    assert {"f", "a", "b", "c", "g", "d", "e"} <= names
+    assert compile_script("x = 1", True).names is None  # trusted code can reach globals() itself
+
+
 def test_modules_functions_and_classes_are_not_written_back(python: PythonScript) -> None:
     assert run(python, "import math\ndef f():\n    return 1\ng = lambda: 2\nh = f() + g()") == {"h": 3}
     assert run(python, "import os\nclass A:\n    pass\nsep = os.sep", trusted=True) == {"sep": "/"}

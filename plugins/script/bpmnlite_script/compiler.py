@@ -37,11 +37,17 @@ _RESTRICTED_ERROR = re.compile(r"^Line (\d+): (.*)$", re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """A compiled script, or why it cannot run (``code`` is None)."""
+    """A compiled script, or why it cannot run (``code`` is None).
+
+    ``names`` are the global names the code can read, write or delete (see
+    :func:`global_names`); None when unknown, as for trusted code, which can
+    reach its namespace through ``globals()`` or a frame.
+    """
 
     code: CodeType | None
     problem: str | None = None
     line: int | None = None
+    names: frozenset[str] | None = None
 
 
 @functools.lru_cache(maxsize=COMPILE_CACHE_SIZE)
@@ -57,7 +63,7 @@ def compile_script(script: str, trusted: bool) -> Compiled:
         return Compiled(compile(tree, SCRIPT_FILENAME, "exec", dont_inherit=True))
     result = compile_restricted_exec(tree, SCRIPT_FILENAME, policy=_Policy)
     if not result.errors:
-        return Compiled(result.code)
+        return Compiled(result.code, names=global_names(result.code))
     reasons: list[tuple[int | None, str]] = []
     for error in result.errors:
         match = _RESTRICTED_ERROR.match(error)
@@ -137,6 +143,23 @@ class _Policy(RestrictingNodeTransformer):
             first = node.finalbody[0]
             node.finalbody.insert(0, ast.copy_location(ast.Expr(_call("_check_", [], first)), first))
         return node
+
+
+def global_names(code: CodeType) -> frozenset[str]:
+    """Every name ``code`` and the functions, lambdas and comprehensions in it look up by name.
+
+    CPython resolves each global or module-level name through ``co_names``
+    (loads, stores, deletes, imports; attribute names too, a harmless extra).
+    A sandboxed script has no other way to its namespace: ``globals()``,
+    ``vars()``, ``eval``, frames and star imports are refused.
+    """
+    names: set[str] = set()
+    todo = [code]
+    while todo:
+        current = todo.pop()
+        names.update(current.co_names)
+        todo.extend(const for const in current.co_consts if isinstance(const, CodeType))
+    return frozenset(names)
 
 
 def _own_nodes(func: ast.FunctionDef) -> Iterator[ast.AST]:

@@ -57,7 +57,7 @@ def decimal_context(run_limits: Limits) -> decimal.Context:
     reused with its flags cleared, keeps this off the hot path's bill.
     """
     cached = _decimal_contexts
-    if cached.context is None or cached.limits != run_limits:
+    if cached.context is None or (cached.limits is not run_limits and cached.limits != run_limits):
         digits = int(run_limits.int_bits * 0.30103)
         cached.context = decimal.Context(prec=28, Emax=digits, Emin=-digits)
         cached.limits = run_limits

@@ -78,6 +78,8 @@ class PythonScript:
             Every name the script bound to a new or changed value (changes
             inside a list or dict count), except names starting with ``_`` and
             modules, functions and classes. A deleted name is not reported.
+            A sandboxed script only sees (and is only compared on) the
+            variables its code names; a trusted one sees them all.
 
         Raises:
             ScriptError: the script was refused (when compiled or while
@@ -92,8 +94,16 @@ class PythonScript:
             "__builtins__": _TRUSTED_BUILTINS if trusted else SAFE_BUILTINS,
             "__name__": "<script>",
         }
-        for name, value in variables.items():
-            namespace[name] = private_copy(value)
+        names = compiled.names
+        if names is None:
+            for name, value in variables.items():
+                namespace[name] = private_copy(value)
+        else:
+            # Only the variables the script names can be read or changed by it; the
+            # others are neither copied nor compared (a 50-variable instance, one used).
+            for name in names:
+                if name in variables:
+                    namespace[name] = private_copy(variables[name])
         if trusted:
             _execute(compiled.code, namespace, element_id)
             return _assigned(namespace, variables)
@@ -195,7 +205,7 @@ def _fast_copy(value: Any, depth: int) -> Any:
 def _assigned(namespace: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
     changed: dict[str, Any] = {}
     for name, value in namespace.items():
-        if name.startswith("_") or isinstance(value, _NOT_DATA):
+        if name[:1] == "_" or type(value) not in _IMMUTABLE and isinstance(value, _NOT_DATA):
             continue
         if name in before and not _differs(value, before[name]):
             continue
