@@ -37,6 +37,9 @@ def _holds(runner: Runner, inst: Instance, token: Token, flow: SequenceFlow) -> 
 def select_outgoing(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> list[SequenceFlow]:
     """The flows a token leaving ``node`` takes."""
     graph = runner.graph_of(inst)
+    fixed = graph.fixed_outgoing.get(node.id)
+    if fixed is not None:
+        return list(fixed)
     if not node.outgoing:
         return []
     flows = [graph.flows[f] for f in node.outgoing]
@@ -75,7 +78,7 @@ def execute_gateway(runner: Runner, inst: Instance, token: Token, node: FlowNode
     """Run a parallel/inclusive/exclusive gateway: join first if it has several inputs."""
     if len(node.incoming) > 1 and node.kind is NodeKind.PARALLEL_GATEWAY:
         _arrive_at_join(runner, inst, token, node)
-        _try_parallel_join(runner, inst, node, token.parent_id)
+        _try_parallel_join(runner, inst, node, token)
         return
     if len(node.incoming) > 1 and node.kind is NodeKind.INCLUSIVE_GATEWAY:
         _arrive_at_join(runner, inst, token, node)
@@ -108,11 +111,31 @@ def _fire(runner: Runner, inst: Instance, node: FlowNode, arrived: list[Token]) 
     runner.complete(inst, survivor)
 
 
-def _try_parallel_join(runner: Runner, inst: Instance, node: FlowNode, scope: str | None) -> None:
+def _try_parallel_join(runner: Runner, inst: Instance, node: FlowNode, arrived: Token) -> None:
+    """Fire the join once a token waits on every incoming flow.
+
+    Looking at every token of the instance on each arrival made a fork of n
+    branches cost n² steps, so the runner remembers which flows a join still
+    misses. An arrival on a missing flow only strikes it off; the tokens are
+    looked at when the first arrives and when nothing seems missing any more
+    (a token counted earlier may have been cancelled since).
+    """
+    scope = arrived.parent_id
+    key = (inst.id, node.id, scope)
+    known = runner.join_missing.get(key)
+    if known is not None and known[0] is inst:
+        missing = known[1]
+        missing.discard(arrived.flow_id)
+        if missing:
+            return
     waiting = _waiting_at(inst, node, scope)
     flows = {t.flow_id for t in waiting}
-    if all(f in flows for f in node.incoming):
-        _fire(runner, inst, node, waiting)
+    missing = {f for f in node.incoming if f not in flows}
+    if missing:
+        runner.join_missing[key] = (inst, missing)
+        return
+    runner.join_missing.pop(key, None)
+    _fire(runner, inst, node, waiting)
 
 
 def try_inclusive_join(runner: Runner, inst: Instance, node: FlowNode, scope: str | None) -> bool:

@@ -32,6 +32,9 @@ class ExecutionGraph:
     inclusive_reach: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     # scope id -> parent scope id (None for the process)
     parent_scope: dict[str, str | None] = field(default_factory=dict)
+    # node id -> the flows a token leaving it takes whatever the variables, for nodes where no
+    # condition decides (one unconditional flow, a parallel gateway, no outgoing flow...)
+    fixed_outgoing: dict[str, tuple[SequenceFlow, ...]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -85,11 +88,31 @@ def build_graph(process: Process) -> ExecutionGraph:
         event_subprocess_start=evsub_start,
         boundaries={k: tuple(v) for k, v in boundaries.items()},
         parent_scope=parent_scope,
+        fixed_outgoing=_fixed_outgoing(nodes, flows),
     )
     for node in nodes.values():
         if node.kind is NodeKind.INCLUSIVE_GATEWAY and len(node.incoming) > 1:
             graph.inclusive_reach[node.id] = _reachers(graph, node)
     return graph
+
+
+def _fixed_outgoing(nodes: dict[str, FlowNode], flows: dict[str, SequenceFlow]) -> dict[str, tuple[SequenceFlow, ...]]:
+    """The nodes whose leaving tokens take the same flows every time (``gateways.select_outgoing``'s rules)."""
+    fixed: dict[str, tuple[SequenceFlow, ...]] = {}
+    for node in nodes.values():
+        out = tuple(flows[f] for f in node.outgoing)
+        unconditional = all(not f.condition for f in out)
+        if not out or node.kind is NodeKind.PARALLEL_GATEWAY:
+            fixed[node.id] = out
+        elif len(out) == 1 and unconditional:
+            fixed[node.id] = out  # whether or not it is the default flow, it is the one taken
+        elif (
+            unconditional
+            and node.default_flow is None
+            and node.kind not in (NodeKind.EXCLUSIVE_GATEWAY, NodeKind.INCLUSIVE_GATEWAY)
+        ):
+            fixed[node.id] = out  # an activity's unconditional flows: all of them
+    return fixed
 
 
 def _reachers(graph: ExecutionGraph, join: FlowNode) -> dict[str, frozenset[str]]:

@@ -11,7 +11,7 @@ completion and cancellation.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,7 +26,7 @@ from bpmnlite.errors import (
 )
 from bpmnlite.expressions import evaluate
 from bpmnlite.model import ACTIVITY_KINDS, EventKind, FlowNode, NodeKind, SequenceFlow
-from bpmnlite.runtime import io_mapping, listeners
+from bpmnlite.runtime import activities, events, gateways, io_mapping, listeners
 from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord, VariableRecord
 from bpmnlite.runtime.environment import Environment
 from bpmnlite.runtime.graph import ExecutionGraph
@@ -73,7 +73,7 @@ class Runner:
         self.graphs: dict[str, ExecutionGraph] = {}
         self.queue: deque[tuple[Instance, Token]] = deque()
         self.steps = 0
-        self.visits: Counter[str] = Counter()
+        self.visits: dict[str, int] = {}
         self.now = env.now()
         self.created_jobs: list[str] = []
         # set by the engine for a job's command (see activities.child_completed)
@@ -81,6 +81,10 @@ class Runner:
         # owners (tokens, scopes, instances) that may have rows in the database
         self.stored_owners: set[str] = set()
         self.seq = time.time_ns() // 1000 * 1000
+        # answers that cannot change during one command, asked on every step
+        self._listening: dict[str, bool] = {}
+        # (instance id, parallel join id, scope token id) -> (instance, incoming flows no token waits on yet)
+        self.join_missing: dict[tuple[str, str, str | None], tuple[Instance, set[str]]] = {}
 
     # ----------------------------------------------------------------- basics
     def graph_of(self, inst: Instance) -> ExecutionGraph:
@@ -159,7 +163,7 @@ class Runner:
             instance_id=inst.id,
             token_id=token.id,
             element_id=node.id,
-            element_kind=node.kind.value,
+            element_kind=_KIND_VALUES[node.kind],
             element_name=node.name,
             started_at=self.now,
             seq=self.seq,
@@ -199,12 +203,17 @@ class Runner:
             )
 
     def env_has_listeners(self, hook: str) -> bool:
-        check = getattr(self.env, "has_listeners", None)
-        return bool(check(hook)) if check else False
+        known = self._listening.get(hook)
+        if known is None:
+            check = getattr(self.env, "has_listeners", None)
+            known = self._listening[hook] = bool(check(hook)) if check else False
+        return known
 
     # ------------------------------------------------------------ rows owned by tokens
     def clear_rows(self, token: Token) -> None:
         """Forget the tasks, subscriptions and jobs the token owned (it moved on)."""
+        if not token.data:
+            return
         kinds = token.data.pop("rows", None)
         if kinds:
             self.forget_rows(token.id, kinds if isinstance(kinds, str) else ALL_ROWS)
@@ -281,16 +290,17 @@ class Runner:
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
         """Move queued tokens until every one waits or has ended."""
-        from bpmnlite.runtime import gateways
-
         limit = self.env.max_steps
+        queue = self.queue
+        visits = self.visits
         while True:
-            while self.queue:
-                inst, token = self.queue.popleft()
+            while queue:
+                inst, token = queue.popleft()
                 if inst.tokens.get(token.id) is not token or inst.state in FINAL_STATES:
                     continue  # cancelled or moved while queued
                 self.steps += 1
-                self.visits[token.node_id] += 1
+                node_id = token.node_id
+                visits[node_id] = visits.get(node_id, 0) + 1
                 if self.steps > limit:
                     self._step_limit(inst)
                 try:
@@ -318,7 +328,7 @@ class Runner:
                 inst.state = InstanceState.WAITING if inst.tokens else inst.state
 
     def _step_limit(self, inst: Instance) -> None:
-        hot = [node for node, _ in self.visits.most_common(3)]
+        hot = sorted(self.visits, key=self.visits.__getitem__, reverse=True)[:3]
         raise ExecutionError(
             f"more than {self.env.max_steps} steps without reaching a wait state: a loop without a wait state "
             f"through {', '.join(repr(h) for h in hot)}",
@@ -327,41 +337,38 @@ class Runner:
         )
 
     def step(self, inst: Instance, token: Token) -> None:
-        from bpmnlite.runtime import activities
-
-        graph = self.graph_of(inst)
-        node = graph.nodes[token.node_id]
-        resumed = token.data.pop("resumed", False)
+        node = self.graph_of(inst).nodes[token.node_id]
+        data = token.data  # empty on most steps: skip its lookups then
+        resumed = data.pop("resumed", False) if data else False
         if token.phase is Phase.ARRIVE:
             self.begin_activity(inst, token, node)
-            if node.asynchronous.before and not resumed and not token.data.get("mi_inner"):
+            if node.asynchronous.before and not resumed and not (data and data.get("mi_inner")):
                 token.wait = Wait.ASYNC_BEFORE
                 self.add_job(inst, token, node, JobKind.ASYNC_BEFORE, due_at=self.now)
                 return
             resumed = False
             token.phase = Phase.EXECUTE
-            if node.extensions and not token.data.get("mi_inner"):
+            if node.extensions and not (data and data.get("mi_inner")):
                 listeners.fire(self, inst, token, node, "start")
         if token.phase is Phase.EXECUTE:
-            if node.multi_instance is not None and not token.data.get("mi_inner"):
+            if node.multi_instance is not None and not (data and data.get("mi_inner")):
                 activities.start_multi_instance(self, inst, token, node)
             else:
                 activities.execute(self, inst, token, node)
             if token.wait is not Wait.NONE and token.phase is Phase.EXECUTE and inst.tokens.get(token.id) is token:
-                from bpmnlite.runtime import events
-
                 if node.kind in ACTIVITY_KINDS and not token.data.get("mi_inner"):
                     events.arm_boundaries(self, inst, token, node)
             return
         # Phase.LEAVE
+        mi_inner = bool(data and data.get("mi_inner"))
         if (
             node.extensions
             and not resumed
             and io_mapping.has_mapping(node)
-            and (node.multi_instance is None or token.data.get("mi_inner"))
+            and (node.multi_instance is None or mi_inner)
         ):
             io_mapping.apply_outputs(self, inst, token, node)
-        if token.data.get("mi_inner"):
+        if mi_inner:
             activities.complete_multi_instance_inner(self, inst, token, node)
             return
         self.leave(inst, token, node, resumed=resumed)
@@ -374,11 +381,9 @@ class Runner:
         self.enqueue(inst, token)
 
     def leave(self, inst: Instance, token: Token, node: FlowNode, *, resumed: bool = False) -> None:
-        from bpmnlite.runtime import gateways
-
         if node.extensions and not resumed:
             listeners.fire(self, inst, token, node, "end")
-        take = token.data.pop("take", None)
+        take = token.data.pop("take", None) if token.data else None
         if take is not None:
             flows = [self.graph_of(inst).flows[take]]
         else:
@@ -440,8 +445,6 @@ class Runner:
 
     def finish_instance(self, inst: Instance, state: InstanceState) -> None:
         """Bring the instance to a final state and tell a waiting parent."""
-        from bpmnlite.runtime import activities
-
         for token in list(inst.tokens.values()):
             self.end_activity(inst, token, "cancelled")
             self.clear_rows(token)
@@ -497,8 +500,6 @@ class Runner:
         variables: dict[str, Any] | None = None,
     ) -> None:
         """Route a BPMN error to the nearest catcher; raise if nothing catches it."""
-        from bpmnlite.runtime import events
-
         if events.route_thrown(self, inst, token, EventKind.ERROR, code, variables):
             return
         if inst.parent_instance_id and inst.parent_token_id:
@@ -521,6 +522,7 @@ class Runner:
 
 
 ALL_ROWS = "jst"
+_KIND_VALUES = {kind: kind.value for kind in NodeKind}  # a plain str for the history row, without the enum lookup
 _SCALARS = (str, int, float, bool, type(None))
 
 

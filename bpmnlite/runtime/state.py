@@ -6,7 +6,8 @@ keeps it as JSON on the instance row). Nothing here touches a database.
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 from collections import ChainMap
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -15,7 +16,33 @@ from typing import Any
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A new 32-character hex id, unique across processes and machines.
+
+    A 48-bit counter from a random start, scrambled by an odd multiplier so
+    that consecutive ids differ in their first characters too, then a random
+    80-bit suffix per process; both are drawn again in a forked child. A
+    fraction of the cost of ``uuid4``, paid for every token and activity.
+    """
+    return f"{next(_id_counter) * _ID_MIX & _ID_MASK:012x}{_id_suffix}"
+
+
+_ID_MIX = 0x9E3779B97F4B  # odd, so multiplying is a bijection on 48-bit values
+_ID_MASK = (1 << 48) - 1
+_id_counter = itertools.count()
+_id_suffix = ""
+
+
+def _reseed_ids() -> None:
+    global _id_suffix, _id_counter
+    seed = os.urandom(16)
+    _id_suffix = seed[:10].hex()
+    # a random start too: the first characters alone still tell processes apart
+    _id_counter = itertools.count(int.from_bytes(seed[10:], "big"))
+
+
+_reseed_ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_ids)
 
 
 class Phase(StrEnum):
