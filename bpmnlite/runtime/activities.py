@@ -6,7 +6,7 @@ completes the token at once (``runner.complete``) or puts it in a wait state.
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Any
 
 from bpmnlite.context import TaskContext
@@ -24,45 +24,33 @@ if TYPE_CHECKING:
 def execute(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
     if node.extensions and io_mapping.has_mapping(node):
         io_mapping.apply_inputs(runner, inst, token, node)
-    kind = node.kind
-    if kind in _PASS_THROUGH:
-        runner.complete(inst, token)
-    elif kind is NodeKind.SCRIPT_TASK:
-        _script(runner, inst, token, node)
-    elif kind is NodeKind.USER_TASK:
-        _user_task(runner, inst, token, node)
-    elif kind in (NodeKind.SERVICE_TASK, NodeKind.BUSINESS_RULE_TASK):
+    behaviour = _BEHAVIOURS.get(node.kind)
+    if behaviour is None:
+        raise ExecutionError(
+            f"{node.kind.value} is not supported for execution", element_id=node.id, instance_id=inst.id
+        )
+    behaviour(runner, inst, token, node)
+
+
+def _complete(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    runner.complete(inst, token)
+
+
+def _send(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    if node.task_type:
         _service(runner, inst, token, node)
-    elif kind is NodeKind.SEND_TASK:
-        if node.task_type:
-            _service(runner, inst, token, node)
-        else:
-            if node.event is not None and node.event.name:
-                runner.effects.messages.append((node.event.name, inst.business_key, {}, None))
-            runner.complete(inst, token)
-    elif kind is NodeKind.RECEIVE_TASK:
-        events.wait_for_message(runner, inst, token, node, node.event.name if node.event else None)
-    elif kind in (NodeKind.SUB_PROCESS, NodeKind.TRANSACTION):
-        start_scope(runner, inst, token, node)
-    elif kind is NodeKind.CALL_ACTIVITY:
-        _call(runner, inst, token, node)
-    elif kind in (NodeKind.EXCLUSIVE_GATEWAY, NodeKind.PARALLEL_GATEWAY, NodeKind.INCLUSIVE_GATEWAY):
-        gateways.execute_gateway(runner, inst, token, node)
-    elif kind is NodeKind.EVENT_BASED_GATEWAY:
-        events.arm_event_gateway(runner, inst, token, node)
-    elif kind in (NodeKind.START_EVENT, NodeKind.BOUNDARY_EVENT):
-        runner.complete(inst, token)
-    elif kind is NodeKind.INTERMEDIATE_CATCH_EVENT:
-        events.catch(runner, inst, token, node)
-    elif kind is NodeKind.INTERMEDIATE_THROW_EVENT:
-        events.throw(runner, inst, token, node)
-    elif kind is NodeKind.END_EVENT:
-        events.end(runner, inst, token, node)
-    else:
-        raise ExecutionError(f"{kind.value} is not supported for execution", element_id=node.id, instance_id=inst.id)
+        return
+    if node.event is not None and node.event.name:
+        runner.effects.messages.append((node.event.name, inst.business_key, {}, None))
+    runner.complete(inst, token)
 
 
-_PASS_THROUGH = frozenset({NodeKind.TASK, NodeKind.MANUAL_TASK})
+def _receive(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    events.wait_for_message(runner, inst, token, node, node.event.name if node.event else None)
+
+
+def _sub_process(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    start_scope(runner, inst, token, node)
 
 
 # ---------------------------------------------------------------- tasks
@@ -337,6 +325,32 @@ def complete_multi_instance_inner(runner: Runner, inst: Instance, inner: Token, 
         runner.complete(inst, body)
     elif mi.sequential:
         _spawn_inner(runner, inst, body, node)
+
+
+_Behaviour = Callable[["Runner", Instance, Token, FlowNode], None]
+# node kind -> what a token executing such a node does (one lookup per step instead of a chain of tests)
+_BEHAVIOURS: dict[NodeKind, _Behaviour] = {
+    NodeKind.TASK: _complete,
+    NodeKind.MANUAL_TASK: _complete,
+    NodeKind.SCRIPT_TASK: _script,
+    NodeKind.USER_TASK: _user_task,
+    NodeKind.SERVICE_TASK: _service,
+    NodeKind.BUSINESS_RULE_TASK: _service,
+    NodeKind.SEND_TASK: _send,
+    NodeKind.RECEIVE_TASK: _receive,
+    NodeKind.SUB_PROCESS: _sub_process,
+    NodeKind.TRANSACTION: _sub_process,
+    NodeKind.CALL_ACTIVITY: _call,
+    NodeKind.EXCLUSIVE_GATEWAY: gateways.execute_gateway,
+    NodeKind.PARALLEL_GATEWAY: gateways.execute_gateway,
+    NodeKind.INCLUSIVE_GATEWAY: gateways.execute_gateway,
+    NodeKind.EVENT_BASED_GATEWAY: events.arm_event_gateway,
+    NodeKind.START_EVENT: _complete,
+    NodeKind.BOUNDARY_EVENT: _complete,
+    NodeKind.INTERMEDIATE_CATCH_EVENT: events.catch,
+    NodeKind.INTERMEDIATE_THROW_EVENT: events.throw,
+    NodeKind.END_EVENT: events.end,
+}
 
 
 def is_error_end(node: FlowNode) -> bool:
