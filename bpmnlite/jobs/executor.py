@@ -1,11 +1,16 @@
 """Running one job, and the reconciler that keeps messages and rows in step.
 
-``run_job`` is what a worker thread does with a message: acquire the job
-(short transaction), run it as a command (the job's transaction, which also
-deletes the job row and releases the instance lease), or on failure roll back
-and spend a retry in a new transaction. Then it sends messages for the jobs
-that command created and for jobs of the same instance that waited for the
-lease.
+``run_job`` is what a worker thread does with a message. The common case is
+**one transaction**: the job's command claims the job row with
+``SELECT ... FOR UPDATE SKIP LOCKED`` (an exclusive job also locks its
+instance row the same way), runs the job, deletes the row and commits. A
+duplicate message finds the row locked or gone and is dropped at once; a
+worker that dies mid-job loses its connection, the database rolls the claim
+back, and the reconciler re-sends the job. On failure the command rolls back
+and a new transaction spends a retry (``failures``).
+
+A job whose element has ``maxConcurrent`` takes the older two-step path: a
+committed lock (``acquire``) counted by the other workers, then the command.
 
 ``reconcile`` runs in every worker, many at once: each due job is claimed by
 setting ``dispatched_at`` in a conditional update, so only one scheduler
@@ -22,14 +27,41 @@ import sqlalchemy as sa
 
 from bpmnlite.dispatch import is_time_limit
 from bpmnlite.errors import Conflict, TaskStopped, UncaughtBpmnError
-from bpmnlite.jobs import failures
+from bpmnlite.jobs import control, failures
 from bpmnlite.jobs.acquire import RUNNABLE, Claim, acquire, release
+from bpmnlite.runtime.runner import Runner
+from bpmnlite.runtime.state import FINAL_STATES, Wait
 from bpmnlite.runtime.timers import parse_duration
 from bpmnlite.store import repository
 from bpmnlite.store import tables as t
 
 if TYPE_CHECKING:
     from bpmnlite.engine import Engine
+
+_JOBS = t.jobs
+_CLAIM = sa.select(_JOBS).where(
+    _JOBS.c.id == sa.bindparam("job_id"),
+    _JOBS.c.state.in_(RUNNABLE),
+    _JOBS.c.due_at <= sa.bindparam("now"),
+    sa.or_(_JOBS.c.lock_owner.is_(None), _JOBS.c.lock_expires_at < sa.bindparam("now")),
+)
+_CLAIM_PG = _CLAIM.with_for_update(skip_locked=True)
+_INSTANCES = t.instances
+_LOCK_INSTANCE = sa.select(_INSTANCES).where(
+    _INSTANCES.c.id == sa.bindparam("instance_id"),
+    sa.or_(_INSTANCES.c.lease_owner.is_(None), _INSTANCES.c.lease_expires_at < sa.bindparam("now")),
+)
+_LOCK_INSTANCE_PG = _LOCK_INSTANCE.with_for_update(skip_locked=True)
+_UNDISPATCH = _JOBS.update().where(_JOBS.c.id == sa.bindparam("job_id")).values(dispatched_at=None)
+
+
+class _NotRun(Exception):
+    """Leaves the job's transaction without running it (nothing was written)."""
+
+    def __init__(self, outcome: str, row: Any = None) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.row = row
 
 
 def _element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, int | None]:
@@ -44,15 +76,81 @@ def _element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, in
 
 
 def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None) -> str:
-    """Acquire and run one job. Returns done, failed, incident, conflict, stopped, skipped or gone.
+    """Claim and run one job. Returns done, failed, incident, conflict, stopped, skipped or gone.
 
     ``now`` (default: the engine clock) decides whether the job is due.
     """
     now = now or engine.clock()
+    stamp = repository.db_time(now)
+    postgres = engine.db.dialect.name == "postgresql"
+    try:
+        with engine._command() as (conn, runner):
+            row = conn.execute(_CLAIM_PG if postgres else _CLAIM, {"job_id": job_id, "now": stamp}).first()
+            if row is None:
+                raise _NotRun("skipped")  # running elsewhere, gone, not due, or not runnable
+            max_concurrent, timeout = _element_limits(engine, conn, row)
+            if max_concurrent is not None:
+                raise _NotRun("limited", row)
+            if row.exclusive and row.instance_id is not None:
+                inst_row = conn.execute(_LOCK_INSTANCE_PG if postgres else _LOCK_INSTANCE,
+                                        {"instance_id": row.instance_id, "now": stamp}).mappings().first()
+                if inst_row is None:
+                    raise _NotRun("busy", row)  # another exclusive job of the instance runs
+                runner.adopt(repository.instance_from_row(inst_row))
+            if timeout is not None and engine.dispatcher is not None:
+                engine.dispatcher.limit_current_job(timeout)
+            runner.effects.consumed_jobs.add(job_id)
+            runner.in_job = True
+            control.resume(engine, conn, runner, row)
+    except _NotRun as stop:
+        if stop.outcome == "limited":
+            return _run_limited(engine, job_id, owner, now, stop.row)
+        if stop.outcome == "busy":
+            # the running job usually sends it when it ends (``_may_wait``); the reconciler is the backstop
+            with engine.db.begin() as conn:
+                conn.execute(_UNDISPATCH, {"job_id": job_id})
+        return "skipped"
+    except Conflict:
+        # another command changed the instance first: run again, without spending a retry
+        engine._send([job_id])
+        return "conflict"
+    except TaskStopped:
+        return "stopped"  # the instance is being cancelled; the cancel removes the job
+    except UncaughtBpmnError as err:
+        return failures.record_failure(engine, job_id, err, incident=True)
+    except Exception as exc:  # any other failure: retry after a back-off, or an incident
+        timed_out = is_time_limit(exc)  # the interrupt may strike inside a DB call and be replaced
+        return failures.record_failure(engine, job_id, exc, incident=False, detail=traceback.format_exc(),
+                                       timed_out=timed_out)
+    if row.exclusive and row.instance_id is not None and _may_wait(runner, row.instance_id):
+        # jobs of the same instance that found it locked by this one
+        waiting = due_jobs_of_instance(engine, row.instance_id, exclude=job_id)
+        engine._send([j for j in waiting if j not in runner.created_jobs])
+    return "done"
+
+
+def _may_wait(runner: Runner, instance_id: str) -> bool:
+    """Whether another job of the instance may have found it locked by the job that just ran.
+
+    Only an instance with more tokens at async waits than the command
+    created jobs for, or with a call activity whose child may hand back,
+    can have one; the usual chain of async steps has none, and saves the query.
+    """
+    inst = runner.instances.get(instance_id)
+    if inst is None or inst.state in FINAL_STATES:
+        return False
+    at_async = 0
+    for token in inst.tokens.values():
+        if token.wait is Wait.CALL:
+            return True
+        if token.wait in (Wait.ASYNC_BEFORE, Wait.ASYNC_AFTER):
+            at_async += 1
+    return at_async > len(runner.created_jobs)
+
+
+def _run_limited(engine: Engine, job_id: str, owner: str, now: datetime, row: Any) -> str:
+    """A job whose element has ``maxConcurrent``: a committed lock the other workers count, then the command."""
     with engine.db.begin() as conn:
-        row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
-        if row is None or row.state not in RUNNABLE:
-            return "gone"
         max_concurrent, timeout = _element_limits(engine, conn, row)
         claim = acquire(conn, job_id, owner, now, engine.lock_duration, max_concurrent)
     if claim is None:
@@ -62,9 +160,8 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
     try:
         return _run_claimed(engine, job_id, claim)
     finally:
-        if max_concurrent is not None:
-            # a slot of this element is free again: wake the jobs that waited for one
-            engine._send(due_jobs_of_element(engine, row.definition_id, row.element_id, max_concurrent))
+        # a slot of this element is free again: wake the jobs that waited for one
+        engine._send(due_jobs_of_element(engine, row.definition_id, row.element_id, max_concurrent or 1))
 
 
 def due_jobs_of_element(engine: Engine, definition_id: str, element_id: str, limit: int) -> list[str]:
@@ -164,14 +261,16 @@ def reconcile(engine: Engine, now: datetime | None = None, limit: int = 500) -> 
         if lease_ids:
             conn.execute(t.instances.update().where(t.instances.c.id.in_(lease_ids))
                          .values(lease_owner=None, lease_expires_at=None))
-        candidates = [
-            r.id for r in conn.execute(
-                sa.select(jobs.c.id).where(
-                    jobs.c.state.in_(RUNNABLE), jobs.c.due_at <= stamp, jobs.c.lock_owner.is_(None),
-                    sa.or_(jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < stale),
-                ).order_by(jobs.c.priority.desc(), jobs.c.due_at).limit(limit)
-            )
-        ]
+        due = (
+            sa.select(jobs.c.id).where(
+                jobs.c.state.in_(RUNNABLE), jobs.c.due_at <= stamp, jobs.c.lock_owner.is_(None),
+                sa.or_(jobs.c.dispatched_at.is_(None), jobs.c.dispatched_at < stale),
+            ).order_by(jobs.c.priority.desc(), jobs.c.due_at).limit(limit)
+        )
+        if postgres:
+            # a running job holds its row lock (and shows no lock owner): it needs no message
+            due = due.with_for_update(skip_locked=True)
+        candidates = [r.id for r in conn.execute(due)]
         if not candidates:
             return []
         # one statement claims them all; a job another scheduler claimed meanwhile no longer matches

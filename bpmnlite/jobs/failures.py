@@ -48,7 +48,10 @@ def record_failure(
     with engine.db.begin() as conn:
         if claim is not None:
             release(conn, claim)
-        row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        query = sa.select(t.jobs).where(t.jobs.c.id == job_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)  # locked: another worker runs it again already
+        row = conn.execute(query).first()
         if row is None:
             return "gone"
         backoff = (row.payload or {}).get("backoff")

@@ -8,6 +8,7 @@ another writer is active fails at once instead of waiting.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,45 @@ def connect(url: str, **kwargs: Any) -> SAEngine:
         engine = sa.create_engine(url, **options, **kwargs)
         _sqlite_settings(engine, wal=not memory)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, PING_AFTER_IDLE)
+    return engine
+
+
+PING_AFTER_IDLE = 10.0
+"""Seconds a pooled connection may sit unused before its next checkout pings the server first."""
+
+
+def _ping_when_idle(engine: SAEngine, after: float) -> None:
+    """Ping a pooled connection on checkout only when it sat idle for ``after`` seconds.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one round trip
+    (and one server transaction) per command, a sixth of an async job's cost.
+    A connection in steady use is known good; one that sat idle may have been
+    cut by a server restart or a firewall, so it is checked, and replaced when
+    dead. (A connection that dies while in use fails its command; the pool
+    then drops it, and a job's retry or the caller's next call gets a new one.)
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["bpmnlite_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("bpmnlite_idle_since")
+        if since is None or time.monotonic() - since < after:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_connection.rollback()
+        except Exception as exc:  # the pool discards this connection and checks out another
+            raise sa.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def _sqlite_settings(engine: SAEngine, *, wal: bool) -> None:

@@ -125,8 +125,14 @@ def write_effects(
     # only the tables an owner has rows in: a token that waited for a job costs one DELETE, not three
     for chunk in _chunks([o for o, kinds in cleared.items() if "s" in kinds], 500):
         conn.execute(t.subscriptions.delete().where(t.subscriptions.c.token_id.in_(chunk)))
+    # a job command's own job row usually belongs to a cleared token: one DELETE removes both
+    consumed = list(effects.consumed_jobs)
     for chunk in _chunks([o for o, kinds in cleared.items() if "j" in kinds], 500):
-        conn.execute(t.jobs.delete().where(t.jobs.c.token_id.in_(chunk)))
+        if consumed and len(consumed) <= 500:
+            conn.execute(t.jobs.delete().where(sa.or_(t.jobs.c.token_id.in_(chunk), t.jobs.c.id.in_(consumed))))
+            consumed = []
+        else:
+            conn.execute(t.jobs.delete().where(t.jobs.c.token_id.in_(chunk)))
     for chunk in _chunks([o for o, kinds in cleared.items() if "t" in kinds], 500):
         conn.execute(
             t.tasks.update()
@@ -139,8 +145,8 @@ def write_effects(
             .where(t.tasks.c.token_id == token_id, t.tasks.c.state.in_(("open", "completed")))
             .values(state=outcome, ended_at=stamp)
         )
-    if effects.consumed_jobs:
-        conn.execute(t.jobs.delete().where(t.jobs.c.id.in_(list(effects.consumed_jobs))))
+    for chunk in _chunks(consumed, 500):
+        conn.execute(t.jobs.delete().where(t.jobs.c.id.in_(chunk)))
     if effects.consumed_subscriptions:
         conn.execute(t.subscriptions.delete().where(t.subscriptions.c.id.in_(list(effects.consumed_subscriptions))))
     if effects.tasks:
