@@ -50,6 +50,7 @@ from bpmnlite.runtime.runner import Runner
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait, new_id
 from bpmnlite.store import database, repository
 from bpmnlite.store import tables as t
+from bpmnlite.store.writer import Batch
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("bpmnlite.engine")
@@ -210,11 +211,15 @@ class Engine:
                 runner.created_jobs.append(job.id)
         # side rows first, the instance rows last: a command never holds an instance row while it
         # waits for the row lock of a running job, so two commands cannot wait on each other
+        # one batch: on PostgreSQL all of it is one round trip (store.writer)
+        batch = Batch(conn)
         repository.write_effects(
-            conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None
+            conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None, batch=batch
         )
+        updated = [inst.id for inst in runner.instances.values() if not inst.is_new]
         for inst in runner.instances.values():
-            repository.save_instance(conn, inst, now)
+            repository.save_instance(conn, inst, now, batch)
+        repository.check_saved(batch.flush(), updated)
         # rows written by this flush are stored now: a later clear in the same command must delete them
         effects = runner.effects
         runner.stored_owners.update(inst_id for inst_id in runner.instances)

@@ -6,6 +6,7 @@ The engine decides the transaction boundaries.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from bpmnlite.errors import Conflict, NotFound
 from bpmnlite.runtime.effects import RUN_NOW, Effects, JobKind
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Token
 from bpmnlite.store import tables as t
+from bpmnlite.store.writer import Batch
 
 
 def db_time(value: datetime | None) -> datetime | None:
@@ -68,201 +70,199 @@ def instance_from_row(row: Any) -> Instance:
     return inst
 
 
-_INSERT_INSTANCE = t.instances.insert()
-_UPDATE_INSTANCE = t.instances.update().where(
-    t.instances.c.id == sa.bindparam("b_id"), t.instances.c.version == sa.bindparam("b_version")
-)
+def save_instance(conn: Connection, inst: Instance, now: datetime, batch: Batch | None = None) -> None:
+    """Insert a new instance or update it if nobody changed it since it was loaded.
 
-
-def save_instance(conn: Connection, inst: Instance, now: datetime) -> None:
-    """Insert a new instance or update it if nobody changed it since it was loaded."""
-    ended = db_time(now) if inst.state in FINAL_STATES else None
-    values = {
-        "state": inst.state.value,
-        "variables": inst.variables,
-        "tokens": inst.tokens_json(),
-        "error": inst.error,
-        "ended_at": ended,
-    }
-    # statements are built once and take parameters, so SQLAlchemy reuses their compiled form
+    With ``batch``, the statement joins it and the caller flushes and checks
+    the version (``check_saved``); without, it is sent now.
+    """
+    own = batch is None
+    batch = batch or Batch(conn)
+    state = inst.state.value
+    ended = batch.time(db_time(now)) if inst.state in FINAL_STATES else None
+    variables = json.dumps(inst.variables)
+    tokens = json.dumps(inst.tokens_json())
     if inst.is_new:
-        conn.execute(
-            _INSERT_INSTANCE,
-            {
-                "id": inst.id,
-                "definition_id": inst.definition_id,
-                "process_key": inst.process_key,
-                "business_key": inst.business_key,
-                "version": 1,
-                "parent_instance_id": inst.parent_instance_id,
-                "parent_token_id": inst.parent_token_id,
-                "root_instance_id": inst.root_instance_id,
-                "callback_message": inst.callback_message,
-                "suspended": False,
-                "stop_requested": False,
-                "started_at": db_time(now),
-                **values,
-            },
-        )
+        batch.insert(t.instances, [{
+            "id": inst.id,
+            "definition_id": inst.definition_id,
+            "process_key": inst.process_key,
+            "business_key": inst.business_key,
+            "version": 1,
+            "parent_instance_id": inst.parent_instance_id,
+            "parent_token_id": inst.parent_token_id,
+            "root_instance_id": inst.root_instance_id,
+            "callback_message": inst.callback_message,
+            "suspended": False,
+            "stop_requested": False,
+            "started_at": db_time(now),
+            "state": state,
+            "variables": inst.variables,
+            "tokens": inst.tokens_json(),
+            "error": inst.error,
+            "ended_at": db_time(now) if inst.state in FINAL_STATES else None,
+        }])
         inst.is_new = False
         inst.version = 1
-        return
-    result = conn.execute(_UPDATE_INSTANCE, {"b_id": inst.id, "b_version": inst.version, "version": inst.version + 1, **values})
-    if result.rowcount != 1:
-        raise Conflict(
-            f"process instance {inst.id} was changed by another command at the same time; reload it and try again"
+    else:
+        batch.execute(
+            "UPDATE bpm_instances SET state = {mark}, variables = {mark}, tokens = {mark}, error = {mark}, "
+            "ended_at = {mark}, version = {mark} WHERE id = {mark} AND version = {mark}",
+            (state, variables, tokens, inst.error, ended, inst.version + 1, inst.id, inst.version),
+            check=True,
         )
-    inst.version += 1
+        inst.version += 1
+    if own and batch.flush() >= 0:
+        raise _conflict(inst.id)
+
+
+def check_saved(failed: int, updated: list[str]) -> None:
+    """Raise Conflict when a batched instance UPDATE found its row changed (``Batch.flush``'s result)."""
+    if failed >= 0:
+        raise _conflict(updated[failed])
+
+
+def _conflict(instance_id: str) -> Conflict:
+    return Conflict(
+        f"process instance {instance_id} was changed by another command at the same time; reload it and try again"
+    )
 
 
 # ------------------------------------------------------------------ effects
 def write_effects(
-    conn: Connection, effects: Effects, now: datetime, default_retries: int, *, dispatching: bool = False
+    conn: Connection, effects: Effects, now: datetime, default_retries: int, *, dispatching: bool = False,
+    batch: Batch | None = None,
 ) -> None:
-    """Write every side effect of a command (same transaction as the instances)."""
+    """Write every side effect of a command (same transaction as the instances).
+
+    With ``batch`` the statements join it and the caller flushes; without, they are sent now.
+    """
+    own = batch is None
+    b = batch or Batch(conn)
     stamp = db_time(now)
+    at = b.time(stamp)
     cleared = effects.cleared_tokens
     # only the tables an owner has rows in: a token that waited for a job costs one DELETE, not three
     for chunk in _chunks([o for o, kinds in cleared.items() if "s" in kinds], 500):
-        conn.execute(t.subscriptions.delete().where(t.subscriptions.c.token_id.in_(chunk)))
+        where, params = b.in_list("token_id", chunk)
+        b.execute(f"DELETE FROM bpm_subscriptions WHERE {where}", params)
     # a job command's own job row usually belongs to a cleared token: one DELETE removes both
     consumed = list(effects.consumed_jobs)
     for chunk in _chunks([o for o, kinds in cleared.items() if "j" in kinds], 500):
+        where, params = b.in_list("token_id", chunk)
         if consumed and len(consumed) <= 500:
-            conn.execute(t.jobs.delete().where(sa.or_(t.jobs.c.token_id.in_(chunk), t.jobs.c.id.in_(consumed))))
+            by_id, more = b.in_list("id", consumed)
+            b.execute(f"DELETE FROM bpm_jobs WHERE {where} OR {by_id}", params + more)
             consumed = []
         else:
-            conn.execute(t.jobs.delete().where(t.jobs.c.token_id.in_(chunk)))
-    for chunk in _chunks([o for o, kinds in cleared.items() if "t" in kinds], 500):
-        conn.execute(
-            t.tasks.update()
-            .where(t.tasks.c.token_id.in_(chunk), t.tasks.c.state == "open")
-            .values(state="completed", ended_at=stamp)
-        )
-    for token_id, outcome in effects.closed_tasks.items():
-        conn.execute(
-            t.tasks.update()
-            .where(t.tasks.c.token_id == token_id, t.tasks.c.state.in_(("open", "completed")))
-            .values(state=outcome, ended_at=stamp)
-        )
+            b.execute(f"DELETE FROM bpm_jobs WHERE {where}", params)
     for chunk in _chunks(consumed, 500):
-        conn.execute(t.jobs.delete().where(t.jobs.c.id.in_(chunk)))
-    if effects.consumed_subscriptions:
-        conn.execute(t.subscriptions.delete().where(t.subscriptions.c.id.in_(list(effects.consumed_subscriptions))))
-    if effects.tasks:
-        conn.execute(
-            t.tasks.insert(),
-            [
-                {
-                    "id": task.id,
-                    "instance_id": task.instance_id,
-                    "token_id": task.token_id,
-                    "element_id": task.element_id,
-                    "definition_id": task.definition_id,
-                    "name": task.name,
-                    "state": "open",
-                    "attributes": task.attributes,
-                    "created_at": db_time(task.created_at),
-                    "ended_at": None,
-                }
-                for task in effects.tasks
-            ],
-        )
-    if effects.subscriptions:
-        conn.execute(
-            t.subscriptions.insert(),
-            [
-                {
-                    "id": s.id,
-                    "kind": s.kind.value,
-                    "name": s.name,
-                    "instance_id": s.instance_id,
-                    "token_id": s.token_id,
-                    "element_id": s.element_id,
-                    "definition_id": s.definition_id,
-                    "business_key": s.business_key,
-                    "created_at": stamp,
-                }
-                for s in effects.subscriptions
-            ],
-        )
+        where, params = b.in_list("id", chunk)
+        b.execute(f"DELETE FROM bpm_jobs WHERE {where}", params)
+    for chunk in _chunks([o for o, kinds in cleared.items() if "t" in kinds], 500):
+        where, params = b.in_list("token_id", chunk)
+        b.execute(f"UPDATE bpm_tasks SET state = 'completed', ended_at = {{mark}} WHERE {where} AND state = 'open'",
+                  [at, *params])
+    for token_id, outcome in effects.closed_tasks.items():
+        b.execute("UPDATE bpm_tasks SET state = {mark}, ended_at = {mark} "
+                  "WHERE token_id = {mark} AND state IN ('open', 'completed')", (outcome, at, token_id))
+    for chunk in _chunks(list(effects.consumed_subscriptions), 500):
+        where, params = b.in_list("id", chunk)
+        b.execute(f"DELETE FROM bpm_subscriptions WHERE {where}", params)
+    b.insert(t.tasks, [
+        {
+            "id": task.id,
+            "instance_id": task.instance_id,
+            "token_id": task.token_id,
+            "element_id": task.element_id,
+            "definition_id": task.definition_id,
+            "name": task.name,
+            "state": "open",
+            "attributes": task.attributes,
+            "created_at": db_time(task.created_at),
+            "ended_at": None,
+        }
+        for task in effects.tasks
+    ])
+    b.insert(t.subscriptions, [
+        {
+            "id": s.id,
+            "kind": s.kind.value,
+            "name": s.name,
+            "instance_id": s.instance_id,
+            "token_id": s.token_id,
+            "element_id": s.element_id,
+            "definition_id": s.definition_id,
+            "business_key": s.business_key,
+            "created_at": stamp,
+        }
+        for s in effects.subscriptions
+    ])
     if effects.jobs:
         from bpmnlite.jobs.retry import parse_retries
 
-        conn.execute(
-            t.jobs.insert(),
-            [
-                {
-                    "id": j.id,
-                    "kind": j.kind.value,
-                    "state": "timer" if j.kind in (JobKind.TIMER, JobKind.START_TIMER) else "executable",
-                    "instance_id": j.instance_id,
-                    "token_id": j.token_id,
-                    "element_id": j.element_id,
-                    "definition_id": j.definition_id,
-                    "due_at": db_time(j.due_at),
-                    "retries": parse_retries(j.retries, default_retries).attempts,
-                    "retry_spec": j.retries,
-                    "attempts": 0,
-                    "exclusive": j.exclusive,
-                    "priority": j.priority,
-                    "lock_owner": None,
-                    "lock_expires_at": None,
-                    # sent right after the commit when a dispatcher exists; else the reconciler sends it
-                    "dispatched_at": stamp if dispatching and j.kind in RUN_NOW else None,
-                    "payload": j.payload,
-                    "error_message": None,
-                    "error_detail": None,
-                    "created_at": stamp,
-                }
-                for j in effects.jobs
-            ],
-        )
-    new_acts = [a for a in effects.activities.values()]
-    if new_acts:
-        conn.execute(
-            t.activity_history.insert(),
-            [
-                {
-                    "id": a.id,
-                    "instance_id": a.instance_id,
-                    "token_id": a.token_id,
-                    "element_id": a.element_id,
-                    "element_kind": a.element_kind,
-                    "element_name": a.element_name,
-                    "started_at": db_time(a.started_at),
-                    "ended_at": db_time(a.ended_at),
-                    "outcome": a.outcome,
-                    "seq": a.seq,
-                }
-                for a in new_acts
-            ],
-        )
+        b.insert(t.jobs, [
+            {
+                "id": j.id,
+                "kind": j.kind.value,
+                "state": "timer" if j.kind in (JobKind.TIMER, JobKind.START_TIMER) else "executable",
+                "instance_id": j.instance_id,
+                "token_id": j.token_id,
+                "element_id": j.element_id,
+                "definition_id": j.definition_id,
+                "due_at": db_time(j.due_at),
+                "retries": parse_retries(j.retries, default_retries).attempts,
+                "retry_spec": j.retries,
+                "attempts": 0,
+                "exclusive": j.exclusive,
+                "priority": j.priority,
+                "lock_owner": None,
+                "lock_expires_at": None,
+                # sent right after the commit when a dispatcher exists; else the reconciler sends it
+                "dispatched_at": stamp if dispatching and j.kind in RUN_NOW else None,
+                "payload": j.payload,
+                "error_message": None,
+                "error_detail": None,
+                "created_at": stamp,
+            }
+            for j in effects.jobs
+        ])
+    b.insert(t.activity_history, [
+        {
+            "id": a.id,
+            "instance_id": a.instance_id,
+            "token_id": a.token_id,
+            "element_id": a.element_id,
+            "element_kind": a.element_kind,
+            "element_name": a.element_name,
+            "started_at": db_time(a.started_at),
+            "ended_at": db_time(a.ended_at),
+            "outcome": a.outcome,
+            "seq": a.seq,
+        }
+        for a in effects.activities.values()
+    ])
     if effects.ended_activities:
         by_outcome: dict[str, list[str]] = {}
         for act_id, (_at, outcome) in effects.ended_activities.items():
             by_outcome.setdefault(outcome, []).append(act_id)
         for outcome, ids in by_outcome.items():
             for chunk in _chunks(ids, 500):
-                conn.execute(
-                    t.activity_history.update()
-                    .where(t.activity_history.c.id.in_(chunk))
-                    .values(ended_at=stamp, outcome=outcome)
-                )
-    if effects.variables:
-        conn.execute(
-            t.variable_history.insert(),
-            [
-                {
-                    "instance_id": v.instance_id,
-                    "name": v.name,
-                    "value": v.value,
-                    "element_id": v.element_id,
-                    "at": db_time(v.at),
-                }
-                for v in effects.variables
-            ],
-        )
+                where, params = b.in_list("id", chunk)
+                b.execute(f"UPDATE bpm_activity_history SET ended_at = {{mark}}, outcome = {{mark}} WHERE {where}",
+                          [at, outcome, *params])
+    b.insert(t.variable_history, [
+        {
+            "instance_id": v.instance_id,
+            "name": v.name,
+            "value": v.value,
+            "element_id": v.element_id,
+            "at": db_time(v.at),
+        }
+        for v in effects.variables
+    ])
+    if own:
+        b.flush()
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -1,0 +1,160 @@
+"""Writing a command's rows through the driver, in as few round trips as the database allows.
+
+A command ends with a burst of writes: history rows, new jobs and tasks, the
+instance row. Through SQLAlchemy Core each statement pays for statement
+building, cache-key generation and per-row type processing, which cost more
+than SQLite itself and about as much as a PostgreSQL round trip. So the hot
+writes go to the DB-API connection of the command's own transaction, with SQL
+text made once per table and values converted here the way SQLAlchemy's types
+store them (so every read through SQLAlchemy sees the same values):
+
+* ``DateTime``: naive UTC; on SQLite the text ``YYYY-MM-DD HH:MM:SS.ffffff``.
+* ``JSON``: ``json.dumps`` text (``None`` becomes JSON ``null``, as SQLAlchemy's
+  ``JSON`` type stores it).
+* ``Boolean``: 0/1 on SQLite.
+
+On PostgreSQL the statements of one ``Batch`` go out in psycopg's pipeline
+mode: one network round trip for all of them. A database error is re-raised
+as SQLAlchemy's ``DBAPIError``, so the engine classifies it as it does any other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+Convert = Callable[[Any], Any]
+
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[Convert | None, ...]]] = {}
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(" ", "microseconds")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _sqlite_bool(value: Any) -> Any:
+    return None if value is None else int(bool(value))
+
+
+def _converter(column: sa.Column[Any], sqlite: bool) -> Convert | None:
+    kind = column.type
+    if isinstance(kind, sa.JSON):
+        return _json
+    if isinstance(kind, sa.DateTime):
+        return _sqlite_time if sqlite else None
+    if isinstance(kind, sa.Boolean):
+        return _sqlite_bool if sqlite else None
+    return None
+
+
+def _insert_sql(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> tuple[str, tuple[Convert | None, ...]]:
+    key = (dialect, table.name, columns)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        mark = "?" if dialect == "sqlite" else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+        found = sql, tuple(_converter(table.c[name], dialect == "sqlite") for name in columns)
+        _STATEMENTS[key] = found
+    return found
+
+
+class Batch:
+    """The writes of one command, sent through the driver when ``flush`` is called.
+
+    ``check`` statements must change exactly one row (an instance's optimistic
+    version check); ``flush`` returns the index of the first one that did not,
+    or -1.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self.sqlite = self.dialect == "sqlite"
+        self.mark = "?" if self.sqlite else "%s"
+        self._ops: list[tuple[str, Any, bool, bool]] = []  # sql, params, many, check
+
+    # ------------------------------------------------------------------ building
+    def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """INSERT rows that all have the same keys."""
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        sql, converters = _insert_sql(self.dialect, table, columns)
+        params = [
+            tuple(value if conv is None else conv(value) for value, conv in zip(row.values(), converters, strict=True))
+            for row in rows
+        ]
+        self._ops.append((sql, params, True, False))
+
+    def execute(self, sql: str, params: Sequence[Any], *, check: bool = False) -> None:
+        """One statement; ``sql`` uses ``{mark}`` for its placeholders and ``{in:N}`` is not supported:
+        build ``IN`` lists with ``in_list``."""
+        self._ops.append((sql.replace("{mark}", self.mark), tuple(params), False, check))
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (...)`` for SQLite, ``column = ANY(%s)`` (one array parameter) for PostgreSQL."""
+        if self.sqlite:
+            return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+        return f"{column} = ANY(%s)", [list(values)]
+
+    def time(self, value: datetime | None) -> Any:
+        """A naive UTC datetime as this database stores it."""
+        return _sqlite_time(value) if self.sqlite else value
+
+    def json(self, value: Any) -> str:
+        return json.dumps(value)
+
+    def boolean(self, value: bool) -> Any:
+        return int(value) if self.sqlite else value
+
+    # ------------------------------------------------------------------ sending
+    def flush(self) -> int:
+        """Send every statement in order; returns the index among ``check`` statements that failed, or -1."""
+        ops, self._ops = self._ops, []
+        if not ops:
+            return -1
+        dbapi = self.conn.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            if self.sqlite:
+                return _run(dbapi.cursor(), ops)
+            with dbapi.pipeline():  # type: ignore[attr-defined]
+                cursors = [(dbapi.cursor(), op) for op in ops]
+                for cursor, (sql, params, many, _check) in cursors:
+                    if many:
+                        cursor.executemany(sql, params)
+                    else:
+                        cursor.execute(sql, params)
+            checks = [cursor for cursor, op in cursors if op[3]]
+            for index, cursor in enumerate(checks):
+                if cursor.rowcount != 1:
+                    return index
+            return -1
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            sql = next((op[0] for op in ops), "")
+            raise sa.exc.DBAPIError.instance(sql, None, exc, self.conn.dialect.loaded_dbapi.Error) from exc
+
+
+def _run(cursor: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
+    failed = -1
+    checks = 0
+    for sql, params, many, check in ops:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        if check:
+            if cursor.rowcount != 1 and failed < 0:
+                failed = checks
+            checks += 1
+    cursor.close()
+    return failed

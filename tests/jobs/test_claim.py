@@ -1,0 +1,131 @@
+"""Claiming a job inside its own transaction (PostgreSQL: FOR UPDATE SKIP LOCKED).
+
+A job's command locks its job row, and an exclusive job also its instance row,
+for as long as it runs. Nobody may wait for those locks: a duplicate message,
+another job of the same instance and the reconciler all skip a locked row.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from bpmnlite import Engine, TaskContext, hookimpl
+from bpmnlite.jobs import executor
+
+from ..bpmn import bpmn, chain, flow
+from ..conftest import _truncate
+
+PARALLEL = bpmn(
+    '<startEvent id="s"/><parallelGateway id="fork"/>'
+    '<serviceTask id="a" bpmnlite:type="block" bpmnlite:async="true"/>'
+    '<serviceTask id="b" bpmnlite:type="noop" bpmnlite:async="true"/>'
+    '<parallelGateway id="join"/><endEvent id="e"/>'
+    + chain("s", "fork") + flow("fork", "a") + flow("fork", "b") + flow("a", "join") + flow("b", "join")
+    + chain("join", "e")
+)
+ONE_STEP = bpmn('<startEvent id="s"/><serviceTask id="a" bpmnlite:type="noop" bpmnlite:async="true"/>'
+                '<endEvent id="e"/>' + chain("s", "a", "e"))
+
+
+class Blocking:
+    """``block`` waits until the test releases it; ``noop`` does nothing."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @hookimpl
+    def bpmnlite_task_types(self) -> dict[str, Any]:
+        return {"block": self.block, "noop": lambda ctx: None}
+
+    def block(self, ctx: TaskContext) -> None:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the handler"
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    return thread, out
+
+
+def job_of(engine: Engine, instance_id: str, element: str) -> str:
+    (job,) = [j for j in engine.jobs(instance_id=instance_id) if j.element_id == element]
+    return job.id
+
+
+def dispatched_at(engine: Engine, job_id: str) -> Any:
+    with engine.db.connect() as conn:
+        return conn.execute(sa.text("select dispatched_at from bpm_jobs where id = :id"), {"id": job_id}).scalar()
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Any:
+    _truncate(pg_url)
+    plugin = Blocking()
+    eng = Engine(pg_url, plugins=[plugin], load_entry_points=False, broker_url="stub://",
+                 resend_after=timedelta(seconds=0))
+    eng.blocking = plugin  # type: ignore[attr-defined]
+    yield eng
+    plugin.release.set()
+    eng.close()
+
+
+def test_a_job_of_a_busy_instance_is_skipped_and_sent_again_when_the_running_one_ends(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(engine, "_send", lambda ids: sent.extend(ids) or len(ids))
+    engine.deploy(PARALLEL)
+    inst = engine.start("p")
+    job_a, job_b = job_of(engine, inst.id, "a"), job_of(engine, inst.id, "b")
+    plugin: Blocking = engine.blocking  # type: ignore[attr-defined]
+    runner, outcome_a = in_thread(lambda: engine.run_job(job_a, owner="w1"))
+    assert plugin.entered.wait(30), "job a never started"
+    # b belongs to the same instance, whose row a holds: b gives up at once instead of waiting
+    assert engine.run_job(job_b, owner="w2") == "skipped"
+    assert dispatched_at(engine, job_b) is None  # the reconciler's backstop sends it again
+    sent.clear()
+    plugin.release.set()
+    runner.join(30)
+    assert outcome_a == ["done"]
+    assert job_b in sent  # a, ending, sends the job that found the instance busy
+    assert engine.run_job(job_b, owner="w2") == "done"
+    assert engine.instance(inst.id).state == "completed"
+
+
+def test_a_duplicate_message_for_a_running_job_is_dropped_without_waiting(engine: Engine) -> None:
+    engine.deploy(ONE_STEP)
+    inst = engine.start("p")
+    job = job_of(engine, inst.id, "a")
+    holder = sa.create_engine(engine.db.url)
+    with holder.connect() as conn:
+        conn.execute(sa.text("select id from bpm_jobs where id = :id for update"), {"id": job})  # "running"
+        thread, outcome = in_thread(lambda: engine.run_job(job, owner="w2"))
+        thread.join(15)
+        conn.rollback()
+    holder.dispose()
+    assert outcome == ["skipped"], "run_job waited for the running job's row lock"
+    assert engine.run_job(job, owner="w2") == "done"  # once the lock is gone, it runs
+
+
+def test_the_reconciler_skips_a_running_job_instead_of_waiting_for_it(engine: Engine) -> None:
+    engine.deploy(ONE_STEP)
+    running = engine.start("p")
+    idle = engine.start("p")
+    running_job, idle_job = job_of(engine, running.id, "a"), job_of(engine, idle.id, "a")
+    holder = sa.create_engine(engine.db.url)
+    with holder.connect() as conn:
+        conn.execute(sa.text("select id from bpm_jobs where id = :id for update"), {"id": running_job})
+        thread, claimed = in_thread(lambda: executor.reconcile(engine))
+        thread.join(15)
+        conn.rollback()
+    holder.dispose()
+    assert claimed, "reconcile waited for the running job's row lock"
+    assert claimed[0] == [idle_job]

@@ -1,0 +1,125 @@
+"""store.writer: rows written through the driver read back through SQLAlchemy exactly as Core would write them."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from bpmnlite import Engine
+from bpmnlite.errors import Conflict
+from bpmnlite.store import database, repository
+from bpmnlite.store import tables as t
+from bpmnlite.store.writer import Batch
+
+
+def _job_row(job_id: str, **overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "id": job_id, "kind": "async-before", "state": "executable", "instance_id": None, "token_id": "tok",
+        "element_id": "a", "definition_id": "d", "due_at": datetime(2026, 3, 4, 5, 6, 7),
+        "retries": 3, "retry_spec": None, "attempts": 0, "exclusive": True, "priority": 0,
+        "lock_owner": None, "lock_expires_at": None, "dispatched_at": None,
+        "payload": {"nested": [1, "two", None], "ü": True}, "error_message": None, "error_detail": None,
+        "created_at": datetime(2026, 3, 4, 5, 6, 7, 890123),
+    }
+    row.update(overrides)
+    return row
+
+
+def test_rows_written_by_the_batch_equal_rows_written_by_core(db_url: str) -> None:
+    engine = Engine(db_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        conn.execute(t.jobs.insert(), [_job_row("core"), _job_row("core-none", payload=None, exclusive=False)])
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("raw"), _job_row("raw-none", payload=None, exclusive=False)])
+        assert batch.flush() == -1
+    with engine.db.connect() as conn:
+        rows = {r.id: r._asdict() for r in conn.execute(sa.select(t.jobs))}
+        # the stored form too, not only what SQLAlchemy makes of it
+        stored = {r.id: r for r in conn.execute(sa.text("select id, created_at, payload from bpm_jobs"))}
+    for core, raw in (("core", "raw"), ("core-none", "raw-none")):
+        assert {**rows[core], "id": None} == {**rows[raw], "id": None}
+        assert stored[core][1:] == stored[raw][1:]
+    assert rows["raw"]["created_at"] == datetime(2026, 3, 4, 5, 6, 7, 890123)
+    assert rows["raw"]["payload"] == {"nested": [1, "two", None], "ü": True}
+    assert rows["raw-none"]["exclusive"] is False
+    # time comparisons in SQL (due jobs, expired locks) see the same order for both
+    with engine.db.connect() as conn:
+        due = conn.execute(sa.select(t.jobs.c.id).where(t.jobs.c.due_at <= datetime(2026, 3, 4, 5, 6, 7))).all()
+    assert sorted(r.id for r in due) == ["core", "core-none", "raw", "raw-none"]
+    engine.close()
+
+
+def test_a_database_error_in_a_batch_is_sqlalchemys_error_and_rolls_back(db_url: str) -> None:
+    engine = Engine(db_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        conn.execute(t.jobs.insert(), [_job_row("taken")])
+    with pytest.raises(sa.exc.IntegrityError), engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("new")])
+        batch.insert(t.jobs, [_job_row("taken")])  # duplicate primary key
+        batch.flush()
+    with engine.db.connect() as conn:
+        assert [r.id for r in conn.execute(sa.select(t.jobs.c.id))] == ["taken"]
+    engine.close()
+
+
+def test_a_stale_instance_update_in_a_batch_is_a_conflict(db_url: str) -> None:
+    engine = Engine(db_url, load_entry_points=False)
+    engine.deploy('<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL" targetNamespace="x">'
+                  '<process id="p" isExecutable="true"><startEvent id="s"/><userTask id="u"/>'
+                  '<sequenceFlow id="f" sourceRef="s" targetRef="u"/></process></definitions>')
+    started = engine.start("p")
+    with engine.db.connect() as conn:
+        first = repository.load_instance(conn, started.id)
+        second = repository.load_instance(conn, started.id)
+    with engine.db.begin() as conn:
+        repository.save_instance(conn, first, datetime(2026, 1, 1))
+    with pytest.raises(Conflict, match=started.id), engine.db.begin() as conn:
+        batch = Batch(conn)
+        repository.save_instance(conn, second, datetime(2026, 1, 1), batch)
+        repository.check_saved(batch.flush(), [second.id])
+    engine.close()
+
+
+def test_a_dead_pooled_connection_is_replaced_after_it_sat_idle(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)
+    engine = database.connect(pg_url, pool_size=1, max_overflow=0)
+    with engine.connect() as conn:
+        pid = conn.execute(sa.text("select pg_backend_pid()")).scalar()
+    _terminate(pg_url, pid)
+    with engine.connect() as conn:  # the checkout pings the dead connection and replaces it
+        assert conn.execute(sa.text("select pg_backend_pid()")).scalar() != pid
+    engine.dispose()
+
+
+def test_without_the_idle_ping_the_dead_connection_fails_its_command(pg_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 3600.0)  # shows what the ping above is for
+    engine = database.connect(pg_url, pool_size=1, max_overflow=0)
+    with engine.connect() as conn:
+        pid = conn.execute(sa.text("select pg_backend_pid()")).scalar()
+    _terminate(pg_url, pid)
+    with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+        conn.execute(sa.text("select 1"))
+    with engine.connect() as conn:  # the pool dropped it: the next command works
+        assert conn.execute(sa.text("select 1")).scalar() == 1
+    engine.dispose()
+
+
+def _terminate(pg_url: str, pid: object) -> None:
+    """End a server backend, and wait (with a deadline) until it is gone."""
+    admin = sa.create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text("select pg_terminate_backend(:pid)"), {"pid": pid})
+    deadline = time.monotonic() + 30
+    while True:
+        with admin.connect() as conn:
+            alive = conn.execute(sa.text("select count(*) from pg_stat_activity where pid = :pid"), {"pid": pid})
+            if alive.scalar() == 0:
+                break
+        assert time.monotonic() < deadline, f"backend {pid} still alive after 30 s"
+        time.sleep(0.05)
+    admin.dispose()
