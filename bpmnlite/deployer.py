@@ -319,7 +319,16 @@ class Deployer:
 
     def latest(self, conn: Connection, key: str, version: int | None = None) -> DefinitionInfo:
         if version is None:
-            row = conn.execute(_LATEST, {"key": key}).first()
+            # straight to the driver: start() asks on every call, and always the database (a version
+            # deployed by another process counts at once)
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            mark = "?" if conn.dialect.name == "sqlite" else "%s"
+            cursor.execute(_LATEST_SQL.replace("{mark}", mark), (key,))
+            found = cursor.fetchone()
+            cursor.close()
+            if found is not None:
+                return _info_from_tuple(found, conn.dialect.name == "sqlite")
+            row = None
         else:
             row = conn.execute(_VERSION, {"key": key, "version": version}).first()
         if row is None:
@@ -339,6 +348,21 @@ _LATEST = (
 _VERSION = sa.select(t.definitions).where(
     t.definitions.c.key == sa.bindparam("key"), t.definitions.c.version == sa.bindparam("version")
 )
+
+
+_LATEST_SQL = (
+    "SELECT id, key, version, name, executable, deployment_id, deployed_at FROM bpm_definitions "
+    "WHERE key = {mark} ORDER BY version DESC LIMIT 1"
+)
+
+
+def _info_from_tuple(found: tuple[Any, ...], sqlite: bool) -> DefinitionInfo:
+    """A definition from ``_LATEST_SQL``'s driver row (SQLite returns times as text, booleans as 0/1)."""
+    def_id, key, version, name, executable, deployment_id, deployed_at = found
+    if sqlite:
+        deployed_at = datetime.fromisoformat(deployed_at)
+    return DefinitionInfo(def_id, key, version, name, bool(executable), deployment_id,
+                          repository.py_time(deployed_at) or deployed_at)
 
 
 def _info(row: Any) -> DefinitionInfo:

@@ -79,7 +79,7 @@ def save_instance(conn: Connection, inst: Instance, now: datetime, batch: Batch 
     own = batch is None
     batch = batch or Batch(conn)
     state = inst.state.value
-    ended = batch.time(db_time(now)) if inst.state in FINAL_STATES else None
+    ended = batch.time(now) if inst.state in FINAL_STATES else None
     variables = json.dumps(inst.variables)
     tokens = json.dumps(inst.tokens_json())
     if inst.is_new:
@@ -95,12 +95,12 @@ def save_instance(conn: Connection, inst: Instance, now: datetime, batch: Batch 
             "callback_message": inst.callback_message,
             "suspended": False,
             "stop_requested": False,
-            "started_at": db_time(now),
+            "started_at": now,
             "state": state,
             "variables": inst.variables,
             "tokens": inst.tokens_json(),
             "error": inst.error,
-            "ended_at": db_time(now) if inst.state in FINAL_STATES else None,
+            "ended_at": now if inst.state in FINAL_STATES else None,
         }])
         inst.is_new = False
         inst.version = 1
@@ -139,8 +139,8 @@ def write_effects(
     """
     own = batch is None
     b = batch or Batch(conn)
-    stamp = db_time(now)
-    at = b.time(stamp)
+    stamp = now
+    at = b.time(now)
     cleared = effects.cleared_tokens
     # only the tables an owner has rows in: a token that waited for a job costs one DELETE, not three
     for chunk in _chunks([o for o, kinds in cleared.items() if "s" in kinds], 500):
@@ -179,7 +179,7 @@ def write_effects(
             "name": task.name,
             "state": "open",
             "attributes": task.attributes,
-            "created_at": db_time(task.created_at),
+            "created_at": task.created_at,
             "ended_at": None,
         }
         for task in effects.tasks
@@ -210,7 +210,7 @@ def write_effects(
                 "token_id": j.token_id,
                 "element_id": j.element_id,
                 "definition_id": j.definition_id,
-                "due_at": db_time(j.due_at),
+                "due_at": j.due_at,
                 "retries": parse_retries(j.retries, default_retries).attempts,
                 "retry_spec": j.retries,
                 "attempts": 0,
@@ -235,8 +235,8 @@ def write_effects(
             "element_id": a.element_id,
             "element_kind": a.element_kind,
             "element_name": a.element_name,
-            "started_at": db_time(a.started_at),
-            "ended_at": db_time(a.ended_at),
+            "started_at": a.started_at,
+            "ended_at": a.ended_at,
             "outcome": a.outcome,
             "seq": a.seq,
         }
@@ -257,7 +257,7 @@ def write_effects(
             "name": v.name,
             "value": v.value,
             "element_id": v.element_id,
-            "at": db_time(v.at),
+            "at": v.at,
         }
         for v in effects.variables
     ])

@@ -21,20 +21,18 @@ as SQLAlchemy's ``DBAPIError``, so the engine classifies it as it does any other
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-Convert = Callable[[Any], Any]
-
-_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[Convert | None, ...]]] = {}
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[tuple[int, Any], ...]]] = {}
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(" ", "microseconds")
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
 def _json(value: Any) -> str:
@@ -45,24 +43,28 @@ def _sqlite_bool(value: Any) -> Any:
     return None if value is None else int(bool(value))
 
 
-def _converter(column: sa.Column[Any], sqlite: bool) -> Convert | None:
+_TIME = object()  # marks DateTime columns: converted through the batch's memo
+
+
+def _converter(column: sa.Column[Any], sqlite: bool) -> Any:
     kind = column.type
     if isinstance(kind, sa.JSON):
         return _json
     if isinstance(kind, sa.DateTime):
-        return _sqlite_time if sqlite else None
+        return _TIME
     if isinstance(kind, sa.Boolean):
         return _sqlite_bool if sqlite else None
     return None
 
 
-def _insert_sql(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> tuple[str, tuple[Convert | None, ...]]:
+def _insert_sql(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> tuple[str, tuple[tuple[int, Any], ...]]:
     key = (dialect, table.name, columns)
     found = _STATEMENTS.get(key)
     if found is None:
         mark = "?" if dialect == "sqlite" else "%s"
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-        found = sql, tuple(_converter(table.c[name], dialect == "sqlite") for name in columns)
+        converters = ((i, _converter(table.c[name], dialect == "sqlite")) for i, name in enumerate(columns))
+        found = sql, tuple((i, conv) for i, conv in converters if conv is not None)
         _STATEMENTS[key] = found
     return found
 
@@ -81,18 +83,21 @@ class Batch:
         self.sqlite = self.dialect == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
         self._ops: list[tuple[str, Any, bool, bool]] = []  # sql, params, many, check
+        self._times: dict[datetime, Any] = {}
 
     # ------------------------------------------------------------------ building
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-        """INSERT rows that all have the same keys."""
+        """INSERT rows that all have the same keys (datetimes aware or naive UTC)."""
         if not rows:
             return
-        columns = tuple(rows[0])
-        sql, converters = _insert_sql(self.dialect, table, columns)
-        params = [
-            tuple(value if conv is None else conv(value) for value, conv in zip(row.values(), converters, strict=True))
-            for row in rows
-        ]
+        sql, converters = _insert_sql(self.dialect, table, tuple(rows[0]))
+        time = self.time
+        params = []
+        for row in rows:
+            values = list(row.values())
+            for i, conv in converters:
+                values[i] = time(values[i]) if conv is _TIME else conv(values[i])
+            params.append(values)
         self._ops.append((sql, params, True, False))
 
     def execute(self, sql: str, params: Sequence[Any], *, check: bool = False) -> None:
@@ -107,8 +112,16 @@ class Batch:
         return f"{column} = ANY(%s)", [list(values)]
 
     def time(self, value: datetime | None) -> Any:
-        """A naive UTC datetime as this database stores it."""
-        return _sqlite_time(value) if self.sqlite else value
+        """A datetime as this database stores it: naive UTC, and text on SQLite (memoised: a command
+        stamps most rows with the same few times)."""
+        if value is None:
+            return None
+        stored = self._times.get(value)
+        if stored is None:
+            naive = _naive_utc(value)
+            stored = naive.isoformat(" ", "microseconds") if self.sqlite else naive
+            self._times[value] = stored
+        return stored
 
     def json(self, value: Any) -> str:
         return json.dumps(value)
