@@ -121,6 +121,8 @@ class Engine:
         # notified after every command of this engine commits (InstanceHandle.wait listens)
         self.changed = threading.Condition()
         self._stop_requests: set[str] = set()
+        # set when this process's worker is stopping: jobs then stop chaining into the next one
+        self.stopping = threading.Event()
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -152,12 +154,14 @@ class Engine:
         return raw
 
     @contextmanager
-    def _command(self, claim: Claim | None = None) -> Iterator[tuple[Connection, Runner]]:
+    def _command(self, claim: Claim | None = None, *, send: bool = True) -> Iterator[tuple[Connection, Runner]]:
         """One transaction and one runner; writes everything the runner did at the end.
 
-        With ``claim`` (a job's command), the job lock must still be ours at
-        commit time, and the instance lease is released in the same transaction.
-        Messages for the jobs the command created are sent after the commit.
+        With ``claim`` (a job's command on the two-step path), the job lock must
+        still be ours at commit time, and the instance lease is released in the
+        same transaction. Messages for the jobs the command created are sent
+        after the commit, unless ``send`` is false: then the caller sends
+        ``runner.created_jobs`` (or runs them).
         """
         try:
             with self.db.begin() as conn:
@@ -176,7 +180,8 @@ class Engine:
                 self.progress_board.flush()  # progress is kept whatever the command's outcome
         with self.changed:
             self.changed.notify_all()
-        self._send(runner.created_jobs)
+        if send:
+            self._send(runner.created_jobs)
         self._notify(runner.effects)
 
     def _settle(self, conn: Connection, runner: Runner) -> None:
@@ -452,18 +457,22 @@ class Engine:
         return queries.due_jobs(self, now, limit, timers_only=timers_only)
 
     def execute_job(self, job_id: str) -> str:
-        """Run one job now, in this thread, as a worker would (see ``run_job``)."""
-        return self.run_job(job_id, owner=self._inline_owner)
+        """Run one job now, in this thread, as a worker would (see ``run_job``), and only that job."""
+        return self.run_job(job_id, owner=self._inline_owner, chain=False)
 
-    def run_job(self, job_id: str, *, owner: str, now: datetime | None = None) -> str:
+    def run_job(self, job_id: str, *, owner: str, now: datetime | None = None, chain: bool = True) -> str:
         """Acquire and run one job. Returns done, failed, incident, conflict, skipped or gone.
 
         A failure rolls the job's command back; then, in a new transaction,
         the job loses one retry and is due again after its back-off, or
         becomes an incident when none are left. A conflict with another
         command makes it run again without spending a retry.
+
+        With ``chain``, a job the command created that is due at once runs
+        next in this thread, in a transaction of its own, without a message
+        (up to ``executor.CHAIN_LIMIT`` in a row; see ``jobs.executor``).
         """
-        return executor.run_job(self, job_id, owner, now)
+        return executor.run_job(self, job_id, owner, now, chain=chain)
 
     def _run_job_command(self, job_id: str, claim: Claim) -> list[str]:
         """Run a claimed job's command; returns the ids of the jobs it created (already sent)."""
@@ -559,7 +568,7 @@ class Engine:
             due = self.due_jobs(now, limit=100, timers_only=timers_only)
             progressed = False
             for job_id in due:
-                outcome = self.run_job(job_id, owner=self._inline_owner, now=now)
+                outcome = self.run_job(job_id, owner=self._inline_owner, now=now, chain=False)
                 if outcome in ("skipped", "gone"):
                     continue  # another worker has it, or it is not due for this clock
                 ran += 1

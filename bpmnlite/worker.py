@@ -133,6 +133,7 @@ def _child(db_url: str, broker_url: str, threads: int, interval: float, plugin_m
     scheduler.start()
     log.info("worker %s started: %d threads", engine.dispatcher.owner, threads)
     stop.wait()
+    engine.stopping.set()
     scheduler.stop()
     # running jobs finish; prefetched messages are released back to the broker
     worker.stop(timeout=int(engine.lock_duration.total_seconds() * 1000))

@@ -75,16 +75,49 @@ def _element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, in
     return cfg.max_concurrent, timeout
 
 
-def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None) -> str:
+CHAIN_LIMIT = 10
+"""The most jobs one message runs in a row (see ``run_job``): the rest of the queue gets its turn."""
+
+
+def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None, *, chain: bool = True) -> str:
     """Claim and run one job. Returns done, failed, incident, conflict, stopped, skipped or gone.
 
     ``now`` (default: the engine clock) decides whether the job is due.
+
+    With ``chain``, when the job's command created jobs that are due at once
+    (the next async step of the instance, usually), this thread runs the first
+    of them next, in its own transaction, and sends messages for the others:
+    no broker round trip and no wait for a consumer for the common chain of
+    async steps. Each job keeps its own transaction, claim and time limit. A
+    crash between two of them loses no job: the unsent one's row is due, and
+    the reconciler sends it after ``resend_after``. Chaining stops after
+    ``CHAIN_LIMIT`` jobs and when the worker is stopping.
     """
+    outcome, created = _run_one(engine, job_id, owner, now, chained=False)
+    for _ in range(CHAIN_LIMIT if chain else 0):
+        if not created or engine.stopping.is_set():
+            break
+        current, rest = created[0], created[1:]
+        engine._send(rest)
+        try:
+            _outcome, created = _run_one(engine, current, owner, None, chained=True)
+        except BaseException as exc:
+            if is_time_limit(exc):  # Dramatiq's interrupt, meant for the job running now
+                engine.job_timed_out(current, owner=owner)
+                return outcome
+            raise
+    engine._send(created)
+    return outcome
+
+
+def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
+             chained: bool) -> tuple[str, list[str]]:
+    """Run one job; returns its outcome and the jobs its command created, not yet sent."""
     now = now or engine.clock()
     stamp = repository.db_time(now)
     postgres = engine.db.dialect.name == "postgresql"
     try:
-        with engine._command() as (conn, runner):
+        with engine._command(send=False) as (conn, runner):
             row = conn.execute(_CLAIM_PG if postgres else _CLAIM, {"job_id": job_id, "now": stamp}).first()
             if row is None:
                 raise _NotRun("skipped")  # running elsewhere, gone, not due, or not runnable
@@ -97,36 +130,37 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
                 if inst_row is None:
                     raise _NotRun("busy", row)  # another exclusive job of the instance runs
                 runner.adopt(repository.instance_from_row(inst_row))
-            if timeout is not None and engine.dispatcher is not None:
-                engine.dispatcher.limit_current_job(timeout)
+            if engine.dispatcher is not None and (timeout is not None or chained):
+                # a chained job gets a fresh limit: the element's, or the one every message gets
+                engine.dispatcher.limit_current_job(timeout or int(engine.lock_duration.total_seconds() * 1000))
             runner.effects.consumed_jobs.add(job_id)
             runner.in_job = True
             control.resume(engine, conn, runner, row)
     except _NotRun as stop:
         if stop.outcome == "limited":
-            return _run_limited(engine, job_id, owner, now, stop.row)
+            return _run_limited(engine, job_id, owner, now, stop.row), []
         if stop.outcome == "busy":
             # the running job usually sends it when it ends (``_may_wait``); the reconciler is the backstop
             with engine.db.begin() as conn:
                 conn.execute(_UNDISPATCH, {"job_id": job_id})
-        return "skipped"
+        return "skipped", []
     except Conflict:
         # another command changed the instance first: run again, without spending a retry
         engine._send([job_id])
-        return "conflict"
+        return "conflict", []
     except TaskStopped:
-        return "stopped"  # the instance is being cancelled; the cancel removes the job
+        return "stopped", []  # the instance is being cancelled; the cancel removes the job
     except UncaughtBpmnError as err:
-        return failures.record_failure(engine, job_id, err, incident=True)
+        return failures.record_failure(engine, job_id, err, incident=True), []
     except Exception as exc:  # any other failure: retry after a back-off, or an incident
         timed_out = is_time_limit(exc)  # the interrupt may strike inside a DB call and be replaced
         return failures.record_failure(engine, job_id, exc, incident=False, detail=traceback.format_exc(),
-                                       timed_out=timed_out)
+                                       timed_out=timed_out), []
     if row.exclusive and row.instance_id is not None and _may_wait(runner, row.instance_id):
         # jobs of the same instance that found it locked by this one
         waiting = due_jobs_of_instance(engine, row.instance_id, exclude=job_id)
         engine._send([j for j in waiting if j not in runner.created_jobs])
-    return "done"
+    return "done", list(runner.created_jobs)
 
 
 def _may_wait(runner: Runner, instance_id: str) -> bool:

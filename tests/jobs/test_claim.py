@@ -129,3 +129,56 @@ def test_the_reconciler_skips_a_running_job_instead_of_waiting_for_it(engine: En
     holder.dispose()
     assert claimed, "reconcile waited for the running job's row lock"
     assert claimed[0] == [idle_job]
+
+
+THREE_STEPS = bpmn(
+    '<startEvent id="s"/>'
+    + "".join(f'<serviceTask id="t{i}" bpmnlite:type="noop" bpmnlite:async="true"/>' for i in range(3))
+    + '<endEvent id="e"/>' + chain("s", "t0", "t1", "t2", "e")
+)
+
+
+@pytest.fixture
+def sent(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    out: list[str] = []
+    monkeypatch.setattr(engine, "_send", lambda ids: out.extend(ids) or len(ids))
+    return out
+
+
+def test_a_worker_runs_the_next_async_step_itself_without_a_message(engine: Engine, sent: list[str]) -> None:
+    engine.deploy(THREE_STEPS)
+    inst = engine.start("p")
+    sent.clear()  # the start's own message
+    assert engine.run_job(job_of(engine, inst.id, "t0"), owner="w1") == "done"
+    assert engine.instance(inst.id).state == "completed"
+    assert sent == []  # each step ran in its own transaction, handed on without the broker
+    assert [a.element_id for a in engine.history(inst.id)] == ["s", "t0", "t1", "t2", "e"]
+
+
+def test_chaining_stops_at_the_limit_and_sends_the_rest(engine: Engine, sent: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor, "CHAIN_LIMIT", 1)
+    engine.deploy(THREE_STEPS)
+    inst = engine.start("p")
+    sent.clear()  # the start's own message
+    engine.run_job(job_of(engine, inst.id, "t0"), owner="w1")
+    assert sent == [job_of(engine, inst.id, "t2")]
+
+
+def test_a_stopping_worker_does_not_chain(engine: Engine, sent: list[str]) -> None:
+    engine.deploy(THREE_STEPS)
+    inst = engine.start("p")
+    sent.clear()  # the start's own message
+    engine.stopping.set()
+    engine.run_job(job_of(engine, inst.id, "t0"), owner="w1")
+    assert sent == [job_of(engine, inst.id, "t1")]
+    assert engine.instance(inst.id).active_elements == ("t1",)
+
+
+def test_execute_job_runs_only_that_job(engine: Engine, sent: list[str]) -> None:
+    engine.deploy(THREE_STEPS)
+    inst = engine.start("p")
+    sent.clear()  # the start's own message
+    assert engine.execute_job(job_of(engine, inst.id, "t0")) == "done"
+    assert engine.instance(inst.id).active_elements == ("t1",)
+    assert sent == [job_of(engine, inst.id, "t1")]

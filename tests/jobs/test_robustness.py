@@ -108,7 +108,7 @@ THREE_ASYNC = bpmn(
 )
 
 
-def test_each_job_gets_one_message(tmp_path: object, recorder: Recorder) -> None:
+def test_each_job_gets_at_most_one_message(tmp_path: object, recorder: Recorder) -> None:
     engine = Engine(f"sqlite:///{tmp_path}/one.db", plugins=[recorder], load_entry_points=False)
     engine.deploy(THREE_ASYNC)
     sent: list[str] = []
@@ -124,7 +124,9 @@ def test_each_job_gets_one_message(tmp_path: object, recorder: Recorder) -> None
         ids = [engine.start("p").id for _ in range(10)]
         assert worker.wait_idle(60)
     assert all(engine.instance(i).state == "completed" for i in ids)
-    assert len(sent) == 30 and len(set(sent)) == 30
+    # the starts' jobs got one message each; the worker ran each next step itself (chaining), unsent
+    assert len(sent) == 10 and len(set(sent)) == 10
+    assert engine.jobs() == []
     engine.close()
 
 
