@@ -51,7 +51,20 @@ _LOCK_INSTANCE = sa.select(_INSTANCES).where(
     _INSTANCES.c.id == sa.bindparam("instance_id"),
     sa.or_(_INSTANCES.c.lease_owner.is_(None), _INSTANCES.c.lease_expires_at < sa.bindparam("now")),
 )
-_LOCK_INSTANCE_PG = _LOCK_INSTANCE.with_for_update(skip_locked=True)
+_J = _CLAIM_PG.cte("claimed_job")
+_I = (
+    sa.select(_INSTANCES)
+    .where(_INSTANCES.c.id == _J.c.instance_id, _J.c.exclusive,
+           sa.or_(_INSTANCES.c.lease_owner.is_(None), _INSTANCES.c.lease_expires_at < sa.bindparam("now")))
+    .with_for_update(of=_INSTANCES, skip_locked=True)
+    .cte("locked_instance")
+)
+# PostgreSQL: the job row and, for an exclusive job, its instance row, locked and read in one round trip
+_CLAIM_WITH_INSTANCE_PG = sa.select(
+    *[c.label(f"j_{c.name}") for c in _J.c], *[c.label(f"i_{c.name}") for c in _I.c]
+).select_from(_J.outerjoin(_I, sa.true()))
+_JOB_COLUMNS = [c.name for c in _JOBS.c]
+_INSTANCE_COLUMNS = [c.name for c in _INSTANCES.c]
 _UNDISPATCH = _JOBS.update().where(_JOBS.c.id == sa.bindparam("job_id")).values(dispatched_at=None)
 
 
@@ -118,15 +131,13 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
     postgres = engine.db.dialect.name == "postgresql"
     try:
         with engine._command(send=False) as (conn, runner):
-            row = conn.execute(_CLAIM_PG if postgres else _CLAIM, {"job_id": job_id, "now": stamp}).first()
+            row, inst_row = _claim(conn, job_id, stamp, postgres)
             if row is None:
                 raise _NotRun("skipped")  # running elsewhere, gone, not due, or not runnable
             max_concurrent, timeout = _element_limits(engine, conn, row)
             if max_concurrent is not None:
                 raise _NotRun("limited", row)
             if row.exclusive and row.instance_id is not None:
-                inst_row = conn.execute(_LOCK_INSTANCE_PG if postgres else _LOCK_INSTANCE,
-                                        {"instance_id": row.instance_id, "now": stamp}).mappings().first()
                 if inst_row is None:
                     raise _NotRun("busy", row)  # another exclusive job of the instance runs
                 runner.adopt(repository.instance_from_row(inst_row))
@@ -161,6 +172,35 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
         waiting = due_jobs_of_instance(engine, row.instance_id, exclude=job_id)
         engine._send([j for j in waiting if j not in runner.created_jobs])
     return "done", list(runner.created_jobs)
+
+
+def _claim(conn: Any, job_id: str, stamp: Any, postgres: bool) -> tuple[Any, Any]:
+    """Lock and read the job row, and an exclusive job's instance row; (None, None) when the job is
+    not ours to run, (job, None) when its instance is locked by another job (or it needs none)."""
+    params = {"job_id": job_id, "now": stamp}
+    if postgres:
+        found = conn.execute(_CLAIM_WITH_INSTANCE_PG, params).mappings().first()
+        if found is None:
+            return None, None
+        job = _Row({name: found[f"j_{name}"] for name in _JOB_COLUMNS})
+        if found["i_id"] is None:
+            return job, None
+        return job, {name: found[f"i_{name}"] for name in _INSTANCE_COLUMNS}
+    row = conn.execute(_CLAIM, params).first()
+    if row is None or not (row.exclusive and row.instance_id is not None):
+        return row, None
+    inst = conn.execute(_LOCK_INSTANCE, {"instance_id": row.instance_id, "now": stamp}).mappings().first()
+    return row, inst
+
+
+class _Row(dict[str, Any]):
+    """A job row read by ``_claim``: columns as attributes, like SQLAlchemy's rows."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def _may_wait(runner: Runner, instance_id: str) -> bool:

@@ -13,8 +13,9 @@ store them (so every read through SQLAlchemy sees the same values):
   ``JSON`` type stores it).
 * ``Boolean``: 0/1 on SQLite.
 
-On PostgreSQL the statements of one ``Batch`` go out in psycopg's pipeline
-mode: one network round trip for all of them. A database error is re-raised
+On PostgreSQL the statements of one ``Batch`` go out as one query text,
+bound client-side by psycopg (which quotes every value): one network round
+trip for all of them. A database error is re-raised
 as SQLAlchemy's ``DBAPIError``, so the engine classifies it as it does any other.
 """
 
@@ -140,18 +141,7 @@ class Batch:
         try:
             if self.sqlite:
                 return _run(dbapi.cursor(), ops)
-            with dbapi.pipeline():  # type: ignore[attr-defined]
-                cursors = [(dbapi.cursor(), op) for op in ops]
-                for cursor, (sql, params, many, _check) in cursors:
-                    if many:
-                        cursor.executemany(sql, params)
-                    else:
-                        cursor.execute(sql, params)
-            checks = [cursor for cursor, op in cursors if op[3]]
-            for index, cursor in enumerate(checks):
-                if cursor.rowcount != 1:
-                    return index
-            return -1
+            return _run_postgres(dbapi, ops)
         except self.conn.dialect.loaded_dbapi.Error as exc:
             sql = next((op[0] for op in ops), "")
             raise sa.exc.DBAPIError.instance(sql, None, exc, self.conn.dialect.loaded_dbapi.Error) from exc
@@ -171,3 +161,39 @@ def _run(cursor: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
             checks += 1
     cursor.close()
     return failed
+
+
+def _run_postgres(dbapi: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
+    """All statements as one query text, bound client-side by psycopg: one round trip, one wait.
+
+    (Pipeline mode measured slower here: it waits on the socket once per
+    statement.) Rows of an INSERT become one multi-row VALUES list.
+    """
+    from psycopg import ClientCursor
+
+    texts: list[str] = []
+    params: list[Any] = []
+    for sql, values, many, _check in ops:
+        if many:
+            head, row = sql.split(" VALUES ", 1)
+            texts.append(f"{head} VALUES {', '.join([row] * len(values))}")
+            for value in values:
+                params.extend(value)
+        else:
+            texts.append(sql)
+            params.extend(values)
+    cursor = ClientCursor(dbapi)
+    try:
+        cursor.execute(";\n".join(texts), params)
+        failed = -1
+        checks = 0
+        for index, (_sql, _values, _many, check) in enumerate(ops):
+            if index:
+                cursor.nextset()
+            if check:
+                if cursor.rowcount != 1 and failed < 0:
+                    failed = checks
+                checks += 1
+        return failed
+    finally:
+        cursor.close()
