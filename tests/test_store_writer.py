@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -123,3 +124,35 @@ def _terminate(pg_url: str, pid: object) -> None:
         assert time.monotonic() < deadline, f"backend {pid} still alive after 30 s"
         time.sleep(0.05)
     admin.dispose()
+
+
+def test_a_sqlite_file_is_checkpointed_in_the_background_and_the_thread_ends_with_the_engine(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+
+    path = tmp_path / "bg.db"
+    engine = Engine(f"sqlite:///{path}", load_entry_points=False)
+    engine.deploy('<definitions xmlns="http://www.omg.org/spec/BPMN/20100524/MODEL" targetNamespace="x">'
+                  '<process id="p" isExecutable="true"><startEvent id="s"/><userTask id="u"/>'
+                  '<sequenceFlow id="f" sourceRef="s" targetRef="u"/></process></definitions>')
+    for _ in range(20):
+        engine.start("p")
+
+    def in_main_file() -> int:
+        # immutable=1 reads the database file alone, ignoring the WAL: rows show up there only once
+        # a checkpoint copied them (far fewer pages than SQLite's own automatic checkpoint needs)
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return int(conn.execute("select count(*) from bpm_instances").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+        finally:
+            conn.close()
+
+    deadline = time.monotonic() + 30
+    while in_main_file() != 20:
+        assert time.monotonic() < deadline, "the WAL was not checkpointed in the background"
+        time.sleep(0.05)
+    assert any(t.name == f"bpmnlite-sqlite-checkpoint:{path}" for t in threading.enumerate())
+    engine.close()
+    assert not any(t.name == f"bpmnlite-sqlite-checkpoint:{path}" for t in threading.enumerate())
