@@ -10,6 +10,7 @@ back and the instances are exactly as they were at their last wait state.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -47,7 +48,7 @@ from bpmnlite.records import (
 from bpmnlite.runtime import events
 from bpmnlite.runtime.effects import RUN_NOW, Effects
 from bpmnlite.runtime.runner import Runner
-from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait, new_id
+from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait
 from bpmnlite.store import database, repository
 from bpmnlite.store import tables as t
 from bpmnlite.store.writer import Batch
@@ -109,7 +110,7 @@ class Engine:
         self.default_retries = default_retries
         self.lock_duration = lock_duration
         self.resend_after = resend_after
-        self._inline_owner = f"inline:{new_id()[:8]}"
+        self._inline_owner = f"inline:{os.urandom(4).hex()}"
         self.dispatcher: Dispatcher | None = None
         if broker_url is not None:
             self.dispatcher = Dispatcher(
