@@ -7,6 +7,12 @@ is jobs/s from the first ``start`` of the timed batch until every instance of
 it has completed (polled, with a deadline). Workers are started and warmed up
 (``10 x P`` instances run to completion) before the clock starts.
 
+The bench starts instances one at a time, so that figure can be bounded by the
+feeder rather than the workers. "jobs/s from a backlog" measures the workers
+alone: they are paused (SIGSTOP) while the same number of instances is
+started, then continued (SIGCONT), and the clock runs from then until the
+backlog has completed.
+
 Transactions per job come from ``pg_stat_database`` (``xact_commit +
 xact_rollback`` of the bench's database), read before the workers start and
 after they (and every other connection of the bench) have disconnected, so
@@ -99,6 +105,19 @@ def pg_run(url: str, redis_url: str, processes: int, instances: int, warm: int, 
             ended = services.poll(
                 lambda: poller.completed() == total, 60 + instances, f"{instances} instances x {STEPS} async steps"
             )
+            # the same again from a backlog: the feeder above starts one instance at a time and can be
+            # what limits jobs/s; here the workers are paused while it queues them, then drain the queue
+            workers.pause()
+            try:
+                for _ in range(instances):
+                    feeder.start(KEY)
+            finally:
+                workers.resume()
+            drain_began = time.perf_counter()
+            total += instances
+            drained = services.poll(
+                lambda: poller.completed() == total, 60 + instances, f"a backlog of {instances} instances"
+            )
             workers.stop()
             feeder.close()
             services.check_all_completed(poller, total, f"{NAME} with {processes} process(es)")
@@ -108,12 +127,13 @@ def pg_run(url: str, redis_url: str, processes: int, instances: int, warm: int, 
         workers.stop()
         feeder.close()
         services.drop_queue(redis_url, queue)
-    worker_tx = (x2 - x1) - instances * per_start - poller.queries - conn_cost
-    jobs = STEPS * (warm + instances)
+    worker_tx = (x2 - x1) - 2 * instances * per_start - poller.queries - conn_cost
+    jobs = STEPS * (warm + 2 * instances)
     return {
         "jobs_per_s": STEPS * instances / (ended - began),
+        "backlog_jobs_per_s": STEPS * instances / (drained - drain_began),
         "worker_tx_per_job": worker_tx / jobs,
-        "all_tx_per_job": (worker_tx + (warm + instances) * per_start) / jobs,
+        "all_tx_per_job": (worker_tx + (warm + 2 * instances) * per_start) / jobs,
     }
 
 
@@ -197,6 +217,8 @@ def _rows(backend: str, n: int, run: dict[str, float]) -> list[Result]:
     "and the ratio to pgbench -N TPS on the same PostgreSQL",
     targets=(
         Target("async jobs/s >= 40% of pgbench -N TPS", NAME, None, unit="x pgbench -N TPS", at_least=0.4),
+        Target("async jobs/s from a backlog >= 40% of pgbench -N TPS", NAME, None,
+               unit="x pgbench -N TPS from a backlog", at_least=0.4),
     ),
     plan=_plan,
 )
@@ -221,5 +243,9 @@ def async_throughput(settings: Settings) -> list[Result]:
             results += _rows(PG, processes, run)
             results.append(Result(NAME, "pgbench", "postgresql", processes, round(tps, 1), "pgbench -N TPS"))
             results.append(Result(NAME, "bpmnlite", PG, processes, round(run["jobs_per_s"] / tps, 3), "x pgbench -N TPS"))
+            results.append(Result(NAME, "bpmnlite", PG, processes, round(run["backlog_jobs_per_s"], 1),
+                                  "jobs/s from a backlog"))
+            results.append(Result(NAME, "bpmnlite", PG, processes, round(run["backlog_jobs_per_s"] / tps, 3),
+                                  "x pgbench -N TPS from a backlog"))
     results += _rows("sqlite-file", 1, embedded_run(EMBEDDED_INSTANCES[settings.quick], WARM_PER_PROCESS[settings.quick]))
     return results

@@ -271,6 +271,15 @@ class Workers:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in children.read_text().split()]
 
+    def pause(self) -> None:
+        """SIGSTOP the job-running processes (``resume`` continues them): lets a backlog build up."""
+        for pid in self.pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.pids():
+            os.kill(pid, signal.SIGCONT)
+
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM by pid; running jobs finish. Killed by pid only if it does not stop in time."""
         if self.proc is None:

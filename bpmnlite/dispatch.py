@@ -1,7 +1,7 @@
 """The only module that imports Dramatiq: brokers, the ``execute_job`` actor, workers.
 
 A message carries a job id and nothing else; the database decides whether the
-job runs (see ``jobs.acquire``). So Dramatiq's own retries are off
+job runs (see ``jobs.executor``). So Dramatiq's own retries are off
 (``max_retries=0``), a lost or duplicated message is harmless, and the
 reconciler re-sends what a crash lost. Production uses Redis; the embedded
 default uses Dramatiq's stub broker with an in-process worker, running the

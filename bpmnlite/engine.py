@@ -462,7 +462,7 @@ class Engine:
         return self.run_job(job_id, owner=self._inline_owner, chain=False)
 
     def run_job(self, job_id: str, *, owner: str, now: datetime | None = None, chain: bool = True) -> str:
-        """Acquire and run one job. Returns done, failed, incident, conflict, skipped or gone.
+        """Claim and run one job. Returns done, failed, incident, conflict, stopped, skipped or gone.
 
         A failure rolls the job's command back; then, in a new transaction,
         the job loses one retry and is due again after its back-off, or

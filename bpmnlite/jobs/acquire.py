@@ -1,10 +1,13 @@
-"""Acquiring a job: one atomic conditional update decides who runs it.
+"""The committed job lock, for jobs of an element with ``maxConcurrent``.
 
-A broker message only says "job X may be due". The worker that wins the
-``UPDATE ... WHERE`` below owns the job until its lock expires; everyone else
-drops the message. Exclusive jobs also take a lease on their instance row, so
-two exclusive jobs of one instance never run at the same time; an element's
-``maxConcurrent`` is checked in the same statement.
+Most jobs are claimed inside their own command (``jobs.executor``: a row
+lock taken with ``FOR UPDATE SKIP LOCKED``, nothing committed). A job whose
+element limits how many of its jobs run at once needs the others to see it
+running, so it takes a committed lock first: one atomic conditional
+``UPDATE ... WHERE`` that also counts the element's running jobs. The worker
+that wins owns the job until the lock expires; everyone else drops the
+message. An exclusive job also takes a lease on its instance row, so two
+exclusive jobs of one instance never run at the same time.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, in
 
 
 CHAIN_LIMIT = 10
-"""The most jobs one message runs in a row (see ``run_job``): the rest of the queue gets its turn."""
+"""The most jobs a message runs in a row after its own (see ``run_job``): the rest of the queue gets its turn."""
 
 
 def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None, *, chain: bool = True) -> str:

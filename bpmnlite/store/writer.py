@@ -93,11 +93,18 @@ class Batch:
             return
         sql, converters = _insert_sql(self.dialect, table, tuple(rows[0]))
         time = self.time
+        times = self._times
         params = []
         for row in rows:
             values = list(row.values())
             for i, conv in converters:
-                values[i] = time(values[i]) if conv is _TIME else conv(values[i])
+                value = values[i]
+                if conv is _TIME:
+                    if value is not None:
+                        stored = times.get(value)
+                        values[i] = time(value) if stored is None else stored
+                else:
+                    values[i] = conv(value)
             params.append(values)
         self._ops.append((sql, params, True, False))
 
