@@ -35,7 +35,7 @@ START_VARIABLES = {"x": 0}
 
 # tasks (or branches) -> instances per repetition
 STRAIGHT = {False: {10: 1000, 100: 100}, True: {10: 300, 100: 10}}
-PARALLEL = {False: {10: 200, 50: 50, 100: 20}, True: {10: 30, 50: 10, 100: 3}}
+PARALLEL = {False: {10: 200, 50: 50, 100: 20}, True: {10: 30, 50: 6, 100: 2}}
 PARSE_ELEMENTS = 1000
 REPETITIONS = {False: 5, True: 3}
 PARSE_REPETITIONS = {False: 10, True: 3}
