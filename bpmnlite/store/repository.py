@@ -227,19 +227,15 @@ def write_effects(
             }
             for j in effects.jobs
         ])
-    b.insert(t.activity_history, [
-        {
-            "id": a.id,
-            "instance_id": a.instance_id,
-            "token_id": a.token_id,
-            "element_id": a.element_id,
-            "element_kind": a.element_kind,
-            "element_name": a.element_name,
-            "started_at": a.started_at,
-            "ended_at": a.ended_at,
-            "outcome": a.outcome,
-            "seq": a.seq,
-        }
+    # the bulk of a command's rows: converted here, not column by column in Batch.insert
+    times, convert = b.times, b.time
+
+    def time(value: datetime | None) -> Any:
+        return None if value is None else times.get(value) or convert(value)
+
+    b.insert_values(t.activity_history, _ACTIVITY_COLUMNS, [
+        (a.id, a.instance_id, a.token_id, a.element_id, a.element_kind, a.element_name,
+         time(a.started_at), time(a.ended_at), a.outcome, a.seq)
         for a in effects.activities.values()
     ])
     if effects.ended_activities:
@@ -251,18 +247,17 @@ def write_effects(
                 where, params = b.in_list("id", chunk)
                 b.execute(f"UPDATE bpm_activity_history SET ended_at = {{mark}}, outcome = {{mark}} WHERE {where}",
                           [at, outcome, *params])
-    b.insert(t.variable_history, [
-        {
-            "instance_id": v.instance_id,
-            "name": v.name,
-            "value": v.value,
-            "element_id": v.element_id,
-            "at": v.at,
-        }
-        for v in effects.variables
+    dumps = json.dumps
+    b.insert_values(t.variable_history, _VARIABLE_COLUMNS, [
+        (v.instance_id, v.name, dumps(v.value), v.element_id, time(v.at)) for v in effects.variables
     ])
     if own:
         b.flush()
+
+
+_ACTIVITY_COLUMNS = ("id", "instance_id", "token_id", "element_id", "element_kind", "element_name",
+                     "started_at", "ended_at", "outcome", "seq")
+_VARIABLE_COLUMNS = ("instance_id", "name", "value", "element_id", "at")
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -84,7 +84,7 @@ class Batch:
         self.sqlite = self.dialect == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
         self._ops: list[tuple[str, Any, bool, bool]] = []  # sql, params, many, check
-        self._times: dict[datetime, Any] = {}
+        self.times: dict[datetime, Any] = {}
 
     # ------------------------------------------------------------------ building
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -93,7 +93,7 @@ class Batch:
             return
         sql, converters = _insert_sql(self.dialect, table, tuple(rows[0]))
         time = self.time
-        times = self._times
+        times = self.times
         params = []
         for row in rows:
             values = list(row.values())
@@ -107,6 +107,12 @@ class Batch:
                     values[i] = conv(value)
             params.append(values)
         self._ops.append((sql, params, True, False))
+
+    def insert_values(self, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """INSERT rows whose values the caller already converted (``time``, ``json``), in ``columns`` order."""
+        if rows:
+            sql, _converters = _insert_sql(self.dialect, table, columns)
+            self._ops.append((sql, rows, True, False))
 
     def execute(self, sql: str, params: Sequence[Any], *, check: bool = False) -> None:
         """One statement; ``sql`` uses ``{mark}`` for its placeholders and ``{in:N}`` is not supported:
@@ -124,11 +130,11 @@ class Batch:
         stamps most rows with the same few times)."""
         if value is None:
             return None
-        stored = self._times.get(value)
+        stored = self.times.get(value)
         if stored is None:
             naive = _naive_utc(value)
             stored = naive.isoformat(" ", "microseconds") if self.sqlite else naive
-            self._times[value] = stored
+            self.times[value] = stored
         return stored
 
     def json(self, value: Any) -> str:
