@@ -156,3 +156,15 @@ def test_a_sqlite_file_is_checkpointed_in_the_background_and_the_thread_ends_wit
     assert any(t.name == f"bpmnlite-sqlite-checkpoint:{path}" for t in threading.enumerate())
     engine.close()
     assert not any(t.name == f"bpmnlite-sqlite-checkpoint:{path}" for t in threading.enumerate())
+
+
+def test_a_database_error_in_a_driver_query_is_sqlalchemys_error(pg_url: str) -> None:
+    from bpmnlite.store.writer import driver_query_one
+
+    engine = Engine(pg_url, load_entry_points=False)
+    with pytest.raises(sa.exc.ProgrammingError, match="no_such_table"), engine.db.begin() as conn:
+        driver_query_one(conn, "SELECT * FROM no_such_table WHERE id = %(id)s", {"id": "x"})
+    with engine.db.begin() as conn:
+        assert driver_query_one(conn, "SELECT %(a)s::int + 1", {"a": 41}) == (42,)
+        assert driver_query_one(conn, "SELECT 1 WHERE false", {}) is None
+    engine.close()

@@ -210,3 +210,23 @@ def _run_postgres(dbapi: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
         return failed
     finally:
         cursor.close()
+
+
+def driver_query_one(conn: Connection, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The first row of a query sent straight to the driver, in the connection's transaction.
+
+    For the hottest reads only; ``sql`` uses the driver's own placeholders. A
+    database error is re-raised as SQLAlchemy's ``DBAPIError``.
+    """
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    base = conn.dialect.loaded_dbapi.Error
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        return None if row is None else tuple(row)
+    except base as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, base) from exc
+    finally:
+        cursor.close()
