@@ -107,12 +107,7 @@ def pg_run(url: str, redis_url: str, processes: int, instances: int, warm: int, 
             )
             # the same again from a backlog: the feeder above starts one instance at a time and can be
             # what limits jobs/s; here the workers are paused while it queues them, then drain the queue
-            workers.pause()
-            try:
-                for _ in range(instances):
-                    feeder.start(KEY)
-            finally:
-                workers.resume()
+            workers.backlog(feeder, KEY, instances)
             drain_began = time.perf_counter()
             total += instances
             drained = services.poll(

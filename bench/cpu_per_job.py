@@ -71,12 +71,7 @@ def main() -> None:
                 for _ in range(warm):
                     feeder.start(KEY)
                 services.poll(lambda: poller.completed() == warm, 120, "the warm-up instances")
-                workers.pause()
-                try:
-                    for _ in range(args.instances):
-                        feeder.start(KEY)
-                finally:
-                    workers.resume()
+                workers.backlog(feeder, KEY, args.instances)
                 groups = {"postgres": pids_matching(f"postgres: .* {database} "), "worker": workers.pids(),
                           "redis": pids_matching("redis-server")}
                 before = {name: cpu_seconds(pids) for name, pids in groups.items()}

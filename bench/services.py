@@ -280,6 +280,15 @@ class Workers:
         for pid in self.pids():
             os.kill(pid, signal.SIGCONT)
 
+    def backlog(self, feeder: Any, key: str, instances: int) -> None:
+        """Start ``instances`` of ``key`` with ``feeder`` while these workers are paused, then resume them."""
+        self.pause()
+        try:
+            for _ in range(instances):
+                feeder.start(key)
+        finally:
+            self.resume()
+
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM by pid; running jobs finish. Killed by pid only if it does not stop in time."""
         if self.proc is None:

@@ -44,8 +44,8 @@ def need_service(reason: str | None, what: str) -> None:
     pytest.skip(f"{what} not reachable: {reason}")
 
 
-def fresh_redis(url: str) -> str:
-    """Check Redis at ``url`` (skip, or fail under BPMNLITE_REQUIRE_SERVICES), then empty that one database."""
+def need_redis(url: str) -> None:
+    """Check Redis at ``url``: skip without it, or fail under BPMNLITE_REQUIRE_SERVICES."""
     import redis
 
     try:
@@ -54,6 +54,13 @@ def fresh_redis(url: str) -> str:
     except Exception as exc:  # shown in the skip message
         reason = f"{type(exc).__name__}: {exc}"
     need_service(reason, "Redis on 127.0.0.1:6379")
+
+
+def fresh_redis(url: str) -> str:
+    """Check Redis at ``url`` (see ``need_redis``), then empty that one database."""
+    import redis
+
+    need_redis(url)
     redis.Redis.from_url(url).flushdb()  # only the database the URL names
     return url
 

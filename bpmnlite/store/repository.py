@@ -228,11 +228,7 @@ def write_effects(
             for j in effects.jobs
         ])
     # the bulk of a command's rows: converted here, not column by column in Batch.insert
-    times, convert = b.times, b.time
-
-    def time(value: datetime | None) -> Any:
-        return None if value is None else times.get(value) or convert(value)
-
+    time = b.time
     b.insert_values(t.activity_history, _ACTIVITY_COLUMNS, [
         (a.id, a.instance_id, a.token_id, a.element_id, a.element_kind, a.element_name,
          time(a.started_at), time(a.ended_at), a.outcome, a.seq)

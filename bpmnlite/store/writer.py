@@ -22,7 +22,8 @@ as SQLAlchemy's ``DBAPIError``, so the engine classifies it as it does any other
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,7 +85,7 @@ class Batch:
         self.sqlite = self.dialect == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
         self._ops: list[tuple[str, Any, bool, bool]] = []  # sql, params, many, check
-        self.times: dict[datetime, Any] = {}
+        self._times: dict[datetime, Any] = {}
 
     # ------------------------------------------------------------------ building
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -93,18 +94,11 @@ class Batch:
             return
         sql, converters = _insert_sql(self.dialect, table, tuple(rows[0]))
         time = self.time
-        times = self.times
         params = []
         for row in rows:
             values = list(row.values())
             for i, conv in converters:
-                value = values[i]
-                if conv is _TIME:
-                    if value is not None:
-                        stored = times.get(value)
-                        values[i] = time(value) if stored is None else stored
-                else:
-                    values[i] = conv(value)
+                values[i] = time(values[i]) if conv is _TIME else conv(values[i])
             params.append(values)
         self._ops.append((sql, params, True, False))
 
@@ -115,8 +109,7 @@ class Batch:
             self._ops.append((sql, rows, True, False))
 
     def execute(self, sql: str, params: Sequence[Any], *, check: bool = False) -> None:
-        """One statement; ``sql`` uses ``{mark}`` for its placeholders and ``{in:N}`` is not supported:
-        build ``IN`` lists with ``in_list``."""
+        """One statement; ``sql`` writes ``{mark}`` for each placeholder (``in_list`` makes ``IN`` lists)."""
         self._ops.append((sql.replace("{mark}", self.mark), tuple(params), False, check))
 
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -130,18 +123,12 @@ class Batch:
         stamps most rows with the same few times)."""
         if value is None:
             return None
-        stored = self.times.get(value)
+        stored = self._times.get(value)
         if stored is None:
             naive = _naive_utc(value)
             stored = naive.isoformat(" ", "microseconds") if self.sqlite else naive
-            self.times[value] = stored
+            self._times[value] = stored
         return stored
-
-    def json(self, value: Any) -> str:
-        return json.dumps(value)
-
-    def boolean(self, value: bool) -> Any:
-        return int(value) if self.sqlite else value
 
     # ------------------------------------------------------------------ sending
     def flush(self) -> int:
@@ -151,32 +138,36 @@ class Batch:
             return -1
         dbapi = self.conn.connection.dbapi_connection
         assert dbapi is not None
-        try:
-            if self.sqlite:
-                return _run(dbapi.cursor(), ops)
-            return _run_postgres(dbapi, ops)
-        except self.conn.dialect.loaded_dbapi.Error as exc:
-            sql = next((op[0] for op in ops), "")
-            raise sa.exc.DBAPIError.instance(sql, None, exc, self.conn.dialect.loaded_dbapi.Error) from exc
+        with _driver_errors(self.conn, ops[0][0], None):
+            rowcounts = _run(dbapi.cursor(), ops) if self.sqlite else _run_postgres(dbapi, ops)
+        return next((i for i, count in enumerate(rowcounts) if count != 1), -1)
 
 
-def _run(cursor: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
-    failed = -1
-    checks = 0
+@contextmanager
+def _driver_errors(conn: Connection, sql: str, params: Any) -> Iterator[None]:
+    """Re-raise the driver's errors as SQLAlchemy's ``DBAPIError``, which the engine classifies."""
+    base = conn.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, base) from exc
+
+
+def _run(cursor: Any, ops: list[tuple[str, Any, bool, bool]]) -> list[int]:
+    """Statement by statement (SQLite); returns the row counts of the ``check`` statements."""
+    checked = []
     for sql, params, many, check in ops:
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
         if check:
-            if cursor.rowcount != 1 and failed < 0:
-                failed = checks
-            checks += 1
+            checked.append(cursor.rowcount)
     cursor.close()
-    return failed
+    return checked
 
 
-def _run_postgres(dbapi: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
+def _run_postgres(dbapi: Any, ops: list[tuple[str, Any, bool, bool]]) -> list[int]:
     """All statements as one query text, bound client-side by psycopg: one round trip, one wait.
 
     (Pipeline mode measured slower here: it waits on the socket once per
@@ -198,16 +189,13 @@ def _run_postgres(dbapi: Any, ops: list[tuple[str, Any, bool, bool]]) -> int:
     cursor = ClientCursor(dbapi)
     try:
         cursor.execute(";\n".join(texts), params)
-        failed = -1
-        checks = 0
+        checked = []
         for index, (_sql, _values, _many, check) in enumerate(ops):
             if index:
                 cursor.nextset()
             if check:
-                if cursor.rowcount != 1 and failed < 0:
-                    failed = checks
-                checks += 1
-        return failed
+                checked.append(cursor.rowcount)
+        return checked
     finally:
         cursor.close()
 
@@ -220,13 +208,11 @@ def driver_query_one(conn: Connection, sql: str, params: dict[str, Any]) -> tupl
     """
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    base = conn.dialect.loaded_dbapi.Error
     cursor = dbapi.cursor()
     try:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+        with _driver_errors(conn, sql, params):
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
         return None if row is None else tuple(row)
-    except base as exc:
-        raise sa.exc.DBAPIError.instance(sql, params, exc, base) from exc
     finally:
         cursor.close()
