@@ -9,6 +9,12 @@
   waits only for tokens that can still arrive, using reachability sets
   precomputed in the execution graph.
 * Event-based: see ``events``.
+
+A join writes one history row per activation, not one per arriving token:
+the first token of the activation to arrive (waiting at the join, or for its
+async-before job in front of it) holds the row, later arrivals get none, and
+the token that goes on when the join fires carries the row to its end. A
+holder cancelled while others still wait hands the row to one of them.
 """
 
 from __future__ import annotations
@@ -89,26 +95,101 @@ def execute_gateway(runner: Runner, inst: Instance, token: Token, node: FlowNode
 
 def _arrive_at_join(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
     token.wait = Wait.JOIN
+    begin_join_record(runner, inst, token, node)
 
 
 def _waiting_at(inst: Instance, node: FlowNode, scope: str | None) -> list[Token]:
     return [t for t in inst.tokens.values() if t.node_id == node.id and t.parent_id == scope and t.wait is Wait.JOIN]
 
 
+# the waits of a token in front of or at a join that can hold the activation's history row
+_AT_JOIN = (Wait.JOIN, Wait.ASYNC_BEFORE)
+
+
+def begin_join_record(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> None:
+    """Open the join's history row for ``token`` unless another token of this activation holds it."""
+    if token.activity_id is None and _record_holder(runner, inst, node, token.parent_id) is None:
+        runner.begin_activity(inst, token, node)
+        runner.join_holders[(inst.id, node.id, token.parent_id)] = token
+
+
+def _record_holder(runner: Runner, inst: Instance, node: FlowNode, scope: str | None) -> Token | None:
+    """The token at the join in ``scope`` that holds the open history row, if any.
+
+    Remembered per command, so the tokens are looked at once per activation,
+    not on every arrival.
+    """
+    key = (inst.id, node.id, scope)
+    known = runner.join_holders.get(key)
+    if known is not None and _holds_record(inst, node, scope, known):
+        return known
+    for token in inst.tokens.values():
+        if _holds_record(inst, node, scope, token):
+            runner.join_holders[key] = token
+            return token
+    return None
+
+
+def _holds_record(inst: Instance, node: FlowNode, scope: str | None, token: Token) -> bool:
+    return (
+        token.activity_id is not None
+        and token.node_id == node.id
+        and token.parent_id == scope
+        and token.wait in _AT_JOIN
+        and inst.tokens.get(token.id) is token
+    )
+
+
+def pass_on_join_record(runner: Runner, inst: Instance, token: Token) -> bool:
+    """A token leaving a join without firing it hands its history row to another token still waiting there.
+
+    Returns whether it did; if nobody is left, the caller closes the row.
+    """
+    if token.activity_id is None or token.wait not in _AT_JOIN:
+        return False
+    if token.node_id not in runner.graph_of(inst).joins:
+        return False
+    for other in inst.tokens.values():
+        if (
+            other is not token
+            and other.activity_id is None
+            and other.node_id == token.node_id
+            and other.parent_id == token.parent_id
+            and other.wait in _AT_JOIN
+        ):
+            other.activity_id, token.activity_id = token.activity_id, None
+            runner.join_holders[(inst.id, token.node_id, token.parent_id)] = other
+            return True
+    return False
+
+
 def _fire(runner: Runner, inst: Instance, node: FlowNode, arrived: list[Token]) -> None:
-    """Consume one waiting token per flow and let a single token go on."""
+    """Consume one waiting token per flow and let a single token go on, carrying the history row."""
+    holder = _record_holder(runner, inst, node, arrived[0].parent_id)
+    if holder is not None and holder.wait is Wait.JOIN:
+        # consumed first, so the row is this activation's and the holder is the token that goes on
+        arrived = [holder, *(t for t in arrived if t is not holder)]
     by_flow: dict[str | None, Token] = {}
     for t in arrived:
         by_flow.setdefault(t.flow_id, t)
     consumed = list(by_flow.values())
+    # a second token on one flow waits for the next activation, which starts when this one fires
+    next_round = [t for t in arrived if by_flow[t.flow_id] is not t] if len(consumed) < len(arrived) else []
     survivor = consumed[0]
     for t in consumed[1:]:
-        runner.end_activity(inst, t)
+        runner.end_activity(inst, t)  # only tokens of a state saved before one row per activation hold one
         runner.clear_rows(t)
         inst.tokens.pop(t.id, None)
+    if survivor.activity_id is None:
+        if holder is not None:  # the first to arrive still waits for its async-before job
+            survivor.activity_id, holder.activity_id = holder.activity_id, None
+        else:
+            runner.begin_activity(inst, survivor, node)
     survivor.wait = Wait.NONE
     survivor.flow_id = None
     runner.complete(inst, survivor)
+    if next_round:
+        begin_join_record(runner, inst, next_round[0], node)
 
 
 def _try_parallel_join(runner: Runner, inst: Instance, node: FlowNode, arrived: Token) -> None:

@@ -35,6 +35,8 @@ class ExecutionGraph:
     # node id -> the flows a token leaving it takes whatever the variables, for nodes where no
     # condition decides (one unconditional flow, a parallel gateway, no outgoing flow...)
     fixed_outgoing: dict[str, tuple[SequenceFlow, ...]] = field(default_factory=dict)
+    # parallel and inclusive gateways with several incoming flows (one history row per activation)
+    joins: frozenset[str] = frozenset()
 
     @property
     def id(self) -> str:
@@ -89,6 +91,11 @@ def build_graph(process: Process) -> ExecutionGraph:
         boundaries={k: tuple(v) for k, v in boundaries.items()},
         parent_scope=parent_scope,
         fixed_outgoing=_fixed_outgoing(nodes, flows),
+        joins=frozenset(
+            node.id
+            for node in nodes.values()
+            if node.kind in (NodeKind.PARALLEL_GATEWAY, NodeKind.INCLUSIVE_GATEWAY) and len(node.incoming) > 1
+        ),
     )
     for node in nodes.values():
         if node.kind is NodeKind.INCLUSIVE_GATEWAY and len(node.incoming) > 1:

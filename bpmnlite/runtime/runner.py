@@ -85,6 +85,8 @@ class Runner:
         self._listening: dict[str, bool] = {}
         # (instance id, parallel join id, scope token id) -> (instance, incoming flows no token waits on yet)
         self.join_missing: dict[tuple[str, str, str | None], tuple[Instance, set[str]]] = {}
+        # (instance id, join id, scope token id) -> the token holding the join's open history row
+        self.join_holders: dict[tuple[str, str, str | None], Token] = {}
 
     # ----------------------------------------------------------------- basics
     def graph_of(self, inst: Instance) -> ExecutionGraph:
@@ -337,11 +339,15 @@ class Runner:
         )
 
     def step(self, inst: Instance, token: Token) -> None:
-        node = self.graph_of(inst).nodes[token.node_id]
+        graph = self.graph_of(inst)
+        node = graph.nodes[token.node_id]
         data = token.data  # empty on most steps: skip its lookups then
         resumed = data.pop("resumed", False) if data else False
         if token.phase is Phase.ARRIVE:
-            self.begin_activity(inst, token, node)
+            if node.id in graph.joins:
+                gateways.begin_join_record(self, inst, token, node)
+            else:
+                self.begin_activity(inst, token, node)
             if node.asynchronous.before and not resumed and not (data and data.get("mi_inner")):
                 token.wait = Wait.ASYNC_BEFORE
                 self.add_job(inst, token, node, JobKind.ASYNC_BEFORE, due_at=self.now)
@@ -470,7 +476,8 @@ class Runner:
                 self.cancel_instance(child_inst)
         if token.wait is Wait.USER_TASK:
             self.effects.closed_tasks[token.id] = outcome
-        self.end_activity(inst, token, outcome)
+        if not gateways.pass_on_join_record(self, inst, token):
+            self.end_activity(inst, token, outcome)
         self.clear_rows(token)
         inst.tokens.pop(token.id, None)
 

@@ -82,6 +82,65 @@ def test_parallel_ignores_conditions_and_joins_once(engine: Engine) -> None:
     assert [a.element_id for a in engine.history(inst.id)].count("after") == 1
 
 
+def join_history(engine: Engine, instance_id: str) -> list[tuple[object, object, str | None]]:
+    return [(a.started_at, a.ended_at, a.outcome) for a in engine.history(instance_id) if a.element_id == "join"]
+
+
+THREE_USER_TASKS = bpmn(
+    '<startEvent id="s"/><parallelGateway id="fork"/><userTask id="a"/><userTask id="b"/><userTask id="c"/>'
+    '<parallelGateway id="join"/><endEvent id="e"/>'
+    + flow("s", "fork") + "".join(flow("fork", t) + flow(t, "join") for t in "abc") + flow("join", "e")
+)
+
+
+def test_a_parallel_join_writes_one_history_row_across_commands(engine: Engine, clock: Clock) -> None:
+    engine.deploy(THREE_USER_TASKS)
+    inst = engine.start("p")
+    tasks = {t.element_id: t for t in engine.tasks(instance_id=inst.id)}
+    clock.advance(seconds=10)
+    first_arrival = clock.now
+    engine.complete_task(tasks["b"].id)
+    clock.advance(seconds=10)
+    engine.complete_task(tasks["a"].id)
+
+    assert join_history(engine, inst.id) == [(first_arrival, None, None)]  # open while the join waits
+    clock.advance(seconds=10)
+    assert engine.complete_task(tasks["c"].id).state == "completed"
+    assert join_history(engine, inst.id) == [(first_arrival, clock.now, "completed")]
+    assert [a.element_id for a in engine.history(inst.id)][-2:] == ["join", "e"]
+
+
+def test_a_join_cancelled_while_waiting_closes_its_one_row_as_cancelled(engine: Engine) -> None:
+    engine.deploy(THREE_USER_TASKS)
+    inst = engine.start("p")
+    tasks = {t.element_id: t for t in engine.tasks(instance_id=inst.id)}
+    engine.complete_task(tasks["a"].id)
+    engine.complete_task(tasks["b"].id)
+
+    engine.cancel(inst.id)
+
+    [(started, ended, outcome)] = join_history(engine, inst.id)
+    assert outcome == "cancelled" and started is not None and ended is not None and started <= ended
+
+
+def test_a_join_with_async_before_writes_one_row_from_the_first_arrival(engine: Engine, clock: Clock) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><parallelGateway id="fork"/><task id="a"/><task id="b"/><task id="c"/>'
+        '<parallelGateway id="join" camunda:asyncBefore="true"/><endEvent id="e"/>'
+        + flow("s", "fork") + "".join(flow("fork", t) + flow(t, "join") for t in "abc") + flow("join", "e")
+    ))
+    inst = engine.start("p")
+    arrived = clock.now
+    assert len(engine.jobs(instance_id=inst.id)) == 3  # one job per arriving token
+    assert join_history(engine, inst.id) == [(arrived, None, None)]
+
+    clock.advance(seconds=5)
+    engine.run_jobs()
+
+    assert engine.instance(inst.id).state == "completed"
+    assert join_history(engine, inst.id) == [(arrived, clock.now, "completed")]
+
+
 INCLUSIVE = bpmn(
     """
     <startEvent id="s"/>
@@ -105,6 +164,7 @@ def test_inclusive_fork_takes_all_true_and_join_waits_only_for_those(engine: Eng
     assert engine.complete_task(tasks["b"].id).state == "waiting"
     done = engine.complete_task(tasks["a"].id)
     assert done.state == "completed" and done.variables["count"] == 1
+    assert [outcome for _, _, outcome in join_history(engine, inst.id)] == ["completed"]
 
 
 def test_inclusive_join_fires_with_single_branch(engine: Engine) -> None:

@@ -66,8 +66,13 @@ def test_a_fork_and_join_ends_the_instance_with_one_pass_through_the_join() -> N
 
     assert inst.state is InstanceState.COMPLETED
     visited = [a.element_id for a in runner.effects.activities.values()]
-    assert sorted(visited) == ["a", "b", "c", "e", "fork", "join", "join", "join", "s"]
-    assert [a.outcome for a in runner.effects.activities.values()] == ["completed"] * 9
+    assert sorted(visited) == ["a", "b", "c", "e", "fork", "join", "s"]  # one row for the join's activation
+    assert [a.outcome for a in runner.effects.activities.values()] == ["completed"] * 7
+
+
+def join_rows(runner: Runner) -> list[tuple[str | None, int]]:
+    """(outcome, seq) of the join's history rows, in start order."""
+    return [(a.outcome, a.seq) for a in runner.effects.activities.values() if a.element_id == "join"]
 
 
 def arrive(runner: Runner, inst: Instance, node: FlowNode, flow_id: str) -> Token:
@@ -97,6 +102,52 @@ def test_a_parallel_join_does_not_count_a_waiting_token_that_was_cancelled() -> 
     assert [token for _, token in runner.queue] == [survivor]
 
 
+def test_the_first_token_at_a_join_holds_its_history_row_and_the_token_that_goes_on_carries_it() -> None:
+    graph = graph_of(FORK_JOIN)
+    runner, inst = new_runner(graph)
+    join = graph.nodes["join"]
+
+    first = arrive(runner, inst, join, "to_b")
+    second = arrive(runner, inst, join, "to_a")
+
+    assert first.activity_id is not None and second.activity_id is None
+    assert join_rows(runner) == [(None, runner.seq - 1)]
+    arrive(runner, inst, join, "to_c")
+    [survivor] = inst.tokens.values()
+    assert survivor is first and survivor.activity_id is not None
+    runner.run()
+    assert [outcome for outcome, _ in join_rows(runner)] == ["completed"]
+
+
+def test_a_cancelled_holder_hands_the_join_row_to_a_token_still_waiting() -> None:
+    graph = graph_of(FORK_JOIN)
+    runner, inst = new_runner(graph)
+    join = graph.nodes["join"]
+
+    first = arrive(runner, inst, join, "to_a")
+    second = arrive(runner, inst, join, "to_b")
+    row = first.activity_id
+    runner.cancel_token(inst, first)
+
+    assert second.activity_id == row and join_rows(runner)[0][0] is None
+    arrive(runner, inst, join, "to_c")
+    arrive(runner, inst, join, "to_a")
+    runner.run()
+    assert [outcome for outcome, _ in join_rows(runner)] == ["completed"]
+
+
+def test_a_join_row_is_cancelled_when_its_last_waiting_token_is() -> None:
+    graph = graph_of(FORK_JOIN)
+    runner, inst = new_runner(graph)
+    join = graph.nodes["join"]
+    waiting = [arrive(runner, inst, join, flow_id) for flow_id in ("to_a", "to_b")]
+
+    for token in waiting:
+        runner.cancel_token(inst, token)
+
+    assert [outcome for outcome, _ in join_rows(runner)] == ["cancelled"]
+
+
 def test_a_parallel_join_counts_tokens_that_waited_before_the_command() -> None:
     graph = graph_of(FORK_JOIN)
     runner, inst = new_runner(graph)
@@ -124,6 +175,10 @@ def test_a_second_token_on_the_same_flow_waits_for_the_next_round() -> None:
     arrive(runner, inst, join, "to_b")
     arrive(runner, inst, join, "to_c")
     assert len(runner.queue) == 2
+    # one row per firing; the second round's row starts when the first round fired
+    assert [outcome for outcome, _ in join_rows(runner)] == [None, None]
+    runner.run()
+    assert [outcome for outcome, _ in join_rows(runner)] == ["completed", "completed"]
 
 
 OUTGOING = (
