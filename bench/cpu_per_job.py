@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=600)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--job-batch", type=int, default=None, help="the workers' --job-batch (default: theirs)")
     args = parser.parse_args()
 
     from bpmnlite import Engine
@@ -63,7 +64,8 @@ def main() -> None:
         queue = services.queue_name()
         feeder = Engine(url, broker_url=services.REDIS_URL, queue=queue, load_entry_points=False,
                         plugins=[bench_plugin], create_schema=False)
-        workers = services.Workers(url, services.REDIS_URL, queue, processes=args.processes, threads=args.threads)
+        workers = services.Workers(url, services.REDIS_URL, queue, processes=args.processes, threads=args.threads,
+                                   job_batch=args.job_batch)
         try:
             workers.start()
             with services.Poller(url) as poller:
@@ -79,6 +81,8 @@ def main() -> None:
                 total = warm + args.instances
                 services.poll(lambda: poller.completed() == total, 60 + args.instances, "the backlog")
                 elapsed = time.perf_counter() - began
+                # backends opened during the drain (a thread's first connection) count from zero
+                groups["postgres"] = sorted(set(groups["postgres"]) | set(pids_matching(f"postgres: .* {database} ")))
                 after = {name: cpu_seconds(pids) for name, pids in groups.items()}
         finally:
             workers.stop()

@@ -118,6 +118,10 @@ def run_inline(url: str, jobs: int, profile_to: Path | None, top: int) -> None:
     run_job = meter.timed("run_job", engine.run_job)
     profiler = cProfile.Profile(time.process_time) if profile_to else None  # CPU time: waits do not count
     ran = 0
+    from bench.cpu_per_job import cpu_seconds, pids_matching
+
+    backends = pids_matching(f"postgres: .* {url.rsplit('/', 1)[1]} ")
+    cpu_began = time.process_time(), cpu_seconds(backends)
     began = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -132,11 +136,14 @@ def run_inline(url: str, jobs: int, profile_to: Path | None, top: int) -> None:
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began[0], cpu_seconds(backends) - cpu_began[1]
     counts = engine.count_instances()
     engine.close()
     if counts.get((KEY, "completed")) != instances + 5:
         raise SystemExit(f"not every instance completed: {counts}")
     _report(meter, ran, elapsed)
+    print(f"\nCPU per job (with the meter's own overhead): {cpu[0] / ran * 1000:.3f} ms this process, "
+          f"{cpu[1] / ran * 1000:.3f} ms PostgreSQL")
     if profiler and profile_to:
         profiler.dump_stats(str(profile_to))
         stats = pstats.Stats(profiler)

@@ -233,6 +233,7 @@ class Workers:
     threads: int = 4
     interval: float = 1.0
     env: dict[str, str] | None = None
+    job_batch: int | None = None  # ``--job-batch`` (None: the worker's default)
     proc: subprocess.Popen[bytes] | None = None
     final_log: str = ""
     _log: Any = None
@@ -245,6 +246,8 @@ class Workers:
             "--queue", self.queue, "--processes", str(self.processes), "--threads", str(self.threads),
             "--plugin", PLUGIN, "--interval", str(self.interval),
         ]
+        if self.job_batch is not None:
+            cmd += ["--job-batch", str(self.job_batch)]
         self._log = tempfile.NamedTemporaryFile(prefix="bpmnlite-bench-worker-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._log, cwd=str(ROOT))
         try:

@@ -334,6 +334,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "resend_after": timedelta(seconds=args.resend_seconds),
         "trusted_scripts": args.trusted_scripts,
         "queue": args.queue,
+        "job_batch": args.job_batch,
     }
     print(f"bpmnlite worker: {args.processes} process(es) x {args.threads} thread(s), queue {args.queue!r}, "
           f"database {redact(args.db)}, broker {redact(broker)}", file=sys.stderr)
@@ -342,6 +343,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ the parser
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _global_options(*, with_defaults: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the command; only the top level sets their defaults."""
     def default(value: object) -> object:
@@ -435,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resend-seconds", type=float, default=30.0,
                    help="re-send a due job's message when none was sent for this long (default 30)")
     p.add_argument("--interval", type=float, default=1.0, help="scheduler tick in seconds (default 1)")
+    p.add_argument("--job-batch", type=_positive_int, default=8, metavar="N",
+                   help="PostgreSQL: run up to N chained and due jobs in one transaction (default 8; 1: one each)")
     return parser
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,31 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+class RecentIds:
+    """The last ``size`` ids added, for membership tests (thread-safe)."""
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, item: str) -> None:
+        with self._lock:
+            if item in self._ids:
+                return
+            self._ids.add(item)
+            self._order.append(item)
+            if len(self._order) > self._size:
+                self._ids.discard(self._order.popleft())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 class Engine:
     """A BPMN engine bound to one database.
 
@@ -78,6 +104,9 @@ class Engine:
         max_steps: steps one command may take before a loop without a wait
             state is reported.
         default_retries: attempts in all for a failing job (Flowable's 3).
+        job_batch: on PostgreSQL, the most jobs a worker thread runs in one
+            transaction when it chains (see ``jobs.batch``); 1 runs every
+            job in a transaction of its own.
     """
 
     def __init__(
@@ -96,7 +125,10 @@ class Engine:
         lock_duration: timedelta = timedelta(minutes=5),
         resend_after: timedelta = timedelta(seconds=30),
         queue: str = "bpmnlite",
+        job_batch: int = 8,
     ) -> None:
+        if job_batch < 1:
+            raise ValueError(f"job_batch must be at least 1, not {job_batch}")
         self.url = url
         self.db = database.connect(url)
         self.reader = database.reader(self.db)
@@ -124,6 +156,9 @@ class Engine:
         self._stop_requests: set[str] = set()
         # set when this process's worker is stopping: jobs then stop chaining into the next one
         self.stopping = threading.Event()
+        self.job_batch = job_batch
+        # jobs this process ran to completion in a batch: their messages, when they come, need no claim
+        self.finished_jobs = RecentIds(100_000)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:

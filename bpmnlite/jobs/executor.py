@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from bpmnlite.dispatch import is_time_limit
 from bpmnlite.errors import Conflict, TaskStopped, UncaughtBpmnError
-from bpmnlite.jobs import control, failures
+from bpmnlite.jobs import batch, control, failures
 from bpmnlite.jobs.acquire import RUNNABLE, Claim, acquire, release
 from bpmnlite.runtime.runner import Runner
 from bpmnlite.runtime.state import FINAL_STATES, Wait
@@ -88,7 +88,7 @@ class _NotRun(Exception):
         self.row = row
 
 
-def _element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, int | None]:
+def element_limits(engine: Engine, conn: Any, row: Any) -> tuple[int | None, int | None]:
     """(max_concurrent, timeout in ms) of the job's element (the graph is cached after the first job)."""
     graph = engine.deployer.graph(conn, row.definition_id)
     node = graph.nodes.get(row.element_id)
@@ -116,11 +116,30 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
     crash between two of them loses no job: the unsent one's row is due, and
     the reconciler sends it after ``resend_after``. Chaining stops after
     ``CHAIN_LIMIT`` jobs and when the worker is stopping.
+
+    On PostgreSQL, with ``Engine.job_batch`` above 1, the chained jobs run
+    as batches: the jobs the last command created and other due jobs, in one
+    transaction (see ``jobs.batch``).
     """
+    if job_id in engine.finished_jobs:
+        return "skipped"  # this process ran it in a batch: the message came late (``jobs.batch``)
     outcome, created = _run_one(engine, job_id, owner, now, chained=False)
+    batching = chain and engine.job_batch > 1 and engine.db.dialect.name == "postgresql"
     for _ in range(CHAIN_LIMIT if chain else 0):
         if not created or engine.stopping.is_set():
             break
+        if batching:
+            try:
+                done = batch.run_batch(engine, created[:engine.job_batch], owner,
+                                       extra=engine.job_batch - len(created[:engine.job_batch]))
+            except BaseException as exc:
+                if is_time_limit(exc):  # struck outside every job's own run: the batch rolled back
+                    engine._send(created)
+                    return outcome
+                raise
+            engine._send(created[engine.job_batch:] + done.not_run)
+            created = done.created
+            continue
         current, rest = created[0], created[1:]
         engine._send(rest)
         try:
@@ -134,6 +153,16 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
     return outcome
 
 
+def run_alone(engine: Engine, job_id: str, owner: str) -> tuple[str, list[str]]:
+    """Run one job in its own transaction, as a chained job; returns its outcome and the jobs it created."""
+    try:
+        return _run_one(engine, job_id, owner, None, chained=True)
+    except BaseException as exc:
+        if is_time_limit(exc):
+            return engine.job_timed_out(job_id, owner=owner), []
+        raise
+
+
 def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
              chained: bool) -> tuple[str, list[str]]:
     """Run one job; returns its outcome and the jobs its command created, not yet sent."""
@@ -145,7 +174,7 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
             row, inst_row = _claim(conn, job_id, stamp, postgres)
             if row is None:
                 raise _NotRun("skipped")  # running elsewhere, gone, not due, or not runnable
-            max_concurrent, timeout = _element_limits(engine, conn, row)
+            max_concurrent, timeout = element_limits(engine, conn, row)
             if max_concurrent is not None:
                 raise _NotRun("limited", row)
             if row.exclusive and row.instance_id is not None:
@@ -162,7 +191,7 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
         if stop.outcome == "limited":
             return _run_limited(engine, job_id, owner, now, stop.row), []
         if stop.outcome == "busy":
-            # the running job usually sends it when it ends (``_may_wait``); the reconciler is the backstop
+            # the running job usually sends it when it ends (``may_wait``); the reconciler is the backstop
             with engine.db.begin() as conn:
                 conn.execute(_UNDISPATCH, {"job_id": job_id})
         return "skipped", []
@@ -178,7 +207,7 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
         timed_out = is_time_limit(exc)  # the interrupt may strike inside a DB call and be replaced
         return failures.record_failure(engine, job_id, exc, incident=False, detail=traceback.format_exc(),
                                        timed_out=timed_out), []
-    if row.exclusive and row.instance_id is not None and _may_wait(runner, row.instance_id):
+    if row.exclusive and row.instance_id is not None and may_wait(runner, row.instance_id):
         # jobs of the same instance that found it locked by this one
         waiting = due_jobs_of_instance(engine, row.instance_id, exclude=job_id)
         engine._send([j for j in waiting if j not in runner.created_jobs])
@@ -215,7 +244,7 @@ class _Row(dict[str, Any]):
             raise AttributeError(name) from None
 
 
-def _may_wait(runner: Runner, instance_id: str) -> bool:
+def may_wait(runner: Runner, instance_id: str) -> bool:
     """Whether another job of the instance may have found it locked by the job that just ran.
 
     Only an instance with more tokens at async waits than the command
@@ -237,7 +266,7 @@ def _may_wait(runner: Runner, instance_id: str) -> bool:
 def _run_limited(engine: Engine, job_id: str, owner: str, now: datetime, row: Any) -> str:
     """A job whose element has ``maxConcurrent``: a committed lock the other workers count, then the command."""
     with engine.db.begin() as conn:
-        max_concurrent, timeout = _element_limits(engine, conn, row)
+        max_concurrent, timeout = element_limits(engine, conn, row)
         claim = acquire(conn, job_id, owner, now, engine.lock_duration, max_concurrent)
     if claim is None:
         return "skipped"

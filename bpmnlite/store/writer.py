@@ -216,3 +216,16 @@ def driver_query_one(conn: Connection, sql: str, params: dict[str, Any]) -> tupl
         return None if row is None else tuple(row)
     finally:
         cursor.close()
+
+
+def driver_query_all(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Every row of a query sent straight to the driver (see ``driver_query_one``)."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        with _driver_errors(conn, sql, params):
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()

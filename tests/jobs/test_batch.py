@@ -1,0 +1,182 @@
+"""Chained jobs run in batches on PostgreSQL: several instances' jobs in one transaction (jobs.batch).
+
+Each instance still commits at every async step; what a batch shares is one
+claim and one commit. A job that fails before writing is its own failure; a
+write that fails rolls the batch back and its jobs run again one by one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from bpmnlite import Engine, TaskContext, hookimpl
+from bpmnlite.store import writer
+
+from ..bpmn import bpmn, chain, flow
+from ..conftest import _truncate
+
+STEPS = ("t0", "t1", "t2")
+THREE_STEPS = bpmn(
+    '<startEvent id="s"/>'
+    + "".join(f'<serviceTask id="{t}" bpmnlite:type="step" bpmnlite:async="true"/>' for t in STEPS)
+    + '<endEvent id="e"/>' + chain("s", *STEPS, "e")
+)
+FORK = bpmn(
+    '<startEvent id="s"/><serviceTask id="t0" bpmnlite:type="step" bpmnlite:async="true"/>'
+    '<parallelGateway id="fork"/>'
+    '<serviceTask id="a" bpmnlite:type="step" bpmnlite:async="true"/>'
+    '<serviceTask id="b" bpmnlite:type="step" bpmnlite:async="true"/>'
+    '<parallelGateway id="join"/><endEvent id="e"/>'
+    + chain("s", "t0", "fork") + flow("fork", "a") + flow("fork", "b") + flow("a", "join") + flow("b", "join")
+    + chain("join", "e")
+)
+
+
+class Steps:
+    """``step`` records (instance, element); it fails where the instance's ``fail_at`` says."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    @hookimpl
+    def bpmnlite_task_types(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def step(self, ctx: TaskContext) -> None:
+        self.calls[(ctx.instance_id, ctx.element_id)] += 1
+        if ctx.get("fail_at") == ctx.element_id:
+            raise RuntimeError(f"planned failure at {ctx.element_id}")
+
+
+@pytest.fixture
+def engine(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    _truncate(pg_url)
+    steps = Steps()
+    eng = Engine(pg_url, plugins=[steps], load_entry_points=False, broker_url="stub://", job_batch=4)
+    eng.steps = steps  # type: ignore[attr-defined]
+    sent: list[str] = []
+    monkeypatch.setattr(eng, "_send", lambda ids: sent.extend(ids) or len(ids))
+    eng.sent = sent  # type: ignore[attr-defined]
+    yield eng
+    eng.close()
+
+
+def steps_of(engine: Engine) -> Steps:
+    steps: Steps = engine.steps  # type: ignore[attr-defined]
+    return steps
+
+
+def first_job(engine: Engine, instance_id: str) -> str:
+    (job,) = engine.jobs(instance_id=instance_id)
+    return job.id
+
+
+def commits(engine: Engine) -> list[int]:
+    count = [0]
+    sa.event.listen(engine.db, "commit", lambda conn: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def test_chained_jobs_of_several_instances_share_a_transaction(engine: Engine) -> None:
+    engine.deploy(THREE_STEPS)
+    ids = [engine.start("p").id for _ in range(4)]
+    engine.sent.clear()  # type: ignore[attr-defined]  # the starts' own messages
+    counted = commits(engine)
+    # one message: its job runs alone, then the batches take the next steps and the other instances' jobs
+    assert engine.run_job(first_job(engine, ids[0]), owner="w1") == "done"
+    assert [engine.instance(i).state for i in ids] == ["completed"] * 4
+    assert steps_of(engine).calls == Counter({(i, t): 1 for i in ids for t in STEPS})
+    # 12 jobs in 4 commits: the first alone, then 4 + 4 + 3 jobs
+    assert counted[0] == 4
+    # each instance still committed at every step: its history is whole and no job is left
+    for i in ids:
+        assert [a.element_id for a in engine.history(i)] == ["s", *STEPS, "e"]
+    assert engine.jobs() == []
+    assert engine.sent == []  # type: ignore[attr-defined]
+
+
+def test_a_job_that_fails_in_a_batch_spends_a_retry_and_the_others_commit(engine: Engine) -> None:
+    engine.deploy(THREE_STEPS)
+    ids = [engine.start("p", {"fail_at": "t1" if n == 2 else None}).id for n in range(4)]
+    engine.run_job(first_job(engine, ids[0]), owner="w1")
+    failing = ids[2]
+    assert [engine.instance(i).state for i in ids if i != failing] == ["completed"] * 3
+    (job,) = engine.jobs(instance_id=failing)
+    assert (job.element_id, job.retries, job.state) == ("t1", 2, "executable")
+    assert "planned failure at t1" in (job.error_detail or "")
+    # what t0 did for the failing instance is committed; t1's attempt left nothing behind
+    assert engine.instance(failing).active_elements == ("t1",)
+    assert [a.element_id for a in engine.history(failing)] == ["s", "t0", "t1"]
+    calls = steps_of(engine).calls
+    assert all(calls[(i, t)] == 1 for i in ids if i != failing for t in STEPS)
+
+
+def test_a_write_that_fails_rolls_the_batch_back_and_its_jobs_run_one_by_one(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.deploy(THREE_STEPS)
+    ids = [engine.start("p").id for _ in range(4)]
+    flush = writer.Batch.flush
+    flushes = [0]
+
+    def failing_once(self: writer.Batch) -> int:
+        flushes[0] += 1
+        if flushes[0] == 3:  # the second job of the first batch: a real error from PostgreSQL
+            self.execute("INSERT INTO bpm_jobs (id) VALUES ({mark})", ["no-such-job"])
+        return flush(self)
+
+    monkeypatch.setattr(writer.Batch, "flush", failing_once)
+    engine.run_job(first_job(engine, ids[0]), owner="w1")
+    assert [engine.instance(i).state for i in ids] == ["completed"] * 4
+    for i in ids:  # every step's writes exactly once, whatever ran twice
+        assert [a.element_id for a in engine.history(i)] == ["s", *STEPS, "e"]
+    calls = steps_of(engine).calls
+    # the two jobs of the first batch that ran before the failing write ran again on their own
+    twice = {key for key, n in calls.items() if n == 2}
+    assert len(twice) == 2 and all(n in (1, 2) for n in calls.values())
+    assert sum(calls.values()) == 4 * len(STEPS) + 2
+    assert engine.jobs() == []
+
+
+def test_a_late_message_for_a_job_run_in_a_batch_is_dropped_without_a_claim(engine: Engine) -> None:
+    engine.deploy(THREE_STEPS)
+    ids = [engine.start("p").id for _ in range(2)]
+    other_first = first_job(engine, ids[1])
+    engine.run_job(first_job(engine, ids[0]), owner="w1")
+    assert engine.instance(ids[1]).state == "completed"  # its first job ran as an extra of a batch
+    statements: list[str] = []
+    sa.event.listen(engine.db, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert engine.run_job(other_first, owner="w2") == "skipped"
+    assert statements == []
+
+
+def test_a_second_job_of_an_instance_in_a_batch_is_sent_not_run(engine: Engine) -> None:
+    engine.deploy(FORK)
+    inst = engine.start("p").id
+    engine.sent.clear()  # type: ignore[attr-defined]  # the start's own message
+    engine.run_job(first_job(engine, inst), owner="w1")
+    # t0 created the jobs of a and b; the batch ran one of them, the other got a message
+    (left,) = engine.jobs(instance_id=inst)
+    assert left.element_id in ("a", "b")
+    assert engine.sent == [left.id]  # type: ignore[attr-defined]
+    assert engine.run_job(left.id, owner="w2") == "done"
+    assert engine.instance(inst).state == "completed"
+
+
+def test_job_batch_1_runs_each_job_in_its_own_transaction(pg_url: str) -> None:
+    _truncate(pg_url)
+    with Engine(pg_url, plugins=[Steps()], load_entry_points=False, job_batch=1) as eng:
+        eng.deploy(THREE_STEPS)
+        ids = [eng.start("p").id for _ in range(2)]
+        counted = commits(eng)
+        eng.run_job(first_job(eng, ids[0]), owner="w1")
+        assert eng.instance(ids[0]).state == "completed"
+        assert eng.instance(ids[1]).active_elements == ("t0",)  # nobody took it along
+        assert counted[0] == 3
+    with pytest.raises(ValueError, match="job_batch"):
+        Engine(pg_url, job_batch=0, create_schema=False)
