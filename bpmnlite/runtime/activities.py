@@ -58,7 +58,7 @@ def _script(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> Non
     if not node.script:
         runner.complete(inst, token)
         return
-    language = runner.env.script_language(node)
+    language = runner.script_language(node)
     view = inst.view(token)
     try:
         assigned = language.run(node.script, dict(view), trusted=runner.env.trusted_scripts, element_id=node.id)

@@ -25,6 +25,7 @@ from bpmnlite.errors import (
     UncaughtBpmnError,
 )
 from bpmnlite.expressions import evaluate
+from bpmnlite.hookspecs import ScriptLanguage
 from bpmnlite.model import ACTIVITY_KINDS, EventKind, FlowNode, NodeKind, SequenceFlow
 from bpmnlite.runtime import activities, events, gateways, io_mapping, listeners
 from bpmnlite.runtime.effects import ActivityRecord, Effects, JobKind, JobRecord, VariableRecord
@@ -82,7 +83,10 @@ class Runner:
         self.stored_owners: set[str] = set()
         self.seq = time.time_ns() // 1000 * 1000
         # answers that cannot change during one command, asked on every step
-        self._listening: dict[str, bool] = {}
+        listening = getattr(env, "has_listeners", None)
+        self._report_started = bool(listening and listening("bpmnlite_activity_started"))
+        self._report_ended = bool(listening and listening("bpmnlite_activity_ended"))
+        self._languages: dict[str | None, ScriptLanguage] = {}  # by script format
         # (instance id, parallel join id, scope token id) -> (instance, incoming flows no token waits on yet)
         self.join_missing: dict[tuple[str, str, str | None], tuple[Instance, set[str]]] = {}
         # (instance id, join id, scope token id) -> the token holding the join's open history row
@@ -95,6 +99,12 @@ class Runner:
             graph = self.env.graph(inst.definition_id)
             self.graphs[inst.definition_id] = graph
         return graph
+
+    def script_language(self, node: FlowNode) -> ScriptLanguage:
+        language = self._languages.get(node.script_format)
+        if language is None:
+            language = self._languages[node.script_format] = self.env.script_language(node)
+        return language
 
     def adopt(self, inst: Instance) -> Instance:
         """Make an instance loaded by the engine part of this command."""
@@ -173,7 +183,7 @@ class Runner:
         self.seq += 1
         token.activity_id = record.id
         self.effects.activities[record.id] = record
-        if self.env_has_listeners("bpmnlite_activity_started"):
+        if self._report_started:
             self.effects.events.append(
                 (
                     "bpmnlite_activity_started",
@@ -192,7 +202,7 @@ class Runner:
             record.outcome = outcome
         else:
             self.effects.ended_activities[act] = (self.now, outcome)
-        if self.env_has_listeners("bpmnlite_activity_ended"):
+        if self._report_ended:
             self.effects.events.append(
                 (
                     "bpmnlite_activity_ended",
@@ -203,13 +213,6 @@ class Runner:
                     },
                 )
             )
-
-    def env_has_listeners(self, hook: str) -> bool:
-        known = self._listening.get(hook)
-        if known is None:
-            check = getattr(self.env, "has_listeners", None)
-            known = self._listening[hook] = bool(check(hook)) if check else False
-        return known
 
     # ------------------------------------------------------------ rows owned by tokens
     def clear_rows(self, token: Token) -> None:
@@ -344,10 +347,10 @@ class Runner:
         data = token.data  # empty on most steps: skip its lookups then
         resumed = data.pop("resumed", False) if data else False
         if token.phase is Phase.ARRIVE:
-            if node.id in graph.joins:
-                gateways.begin_join_record(self, inst, token, node)
-            else:
+            if node.id not in graph.joins:
                 self.begin_activity(inst, token, node)
+            elif node.asynchronous.before:  # else the row is opened when the token waits at the join
+                gateways.begin_join_record(self, inst, token, node)
             if node.asynchronous.before and not resumed and not (data and data.get("mi_inner")):
                 token.wait = Wait.ASYNC_BEFORE
                 self.add_job(inst, token, node, JobKind.ASYNC_BEFORE, due_at=self.now)

@@ -26,7 +26,7 @@ def new_id() -> str:
     the cost of ``uuid4`` too, paid for every token and activity. Nothing may
     rely on their order.
     """
-    return f"{next(_id_counter) & _ID_MASK:012x}{_id_suffix}"
+    return (next(_id_counter) & _ID_MASK).to_bytes(6, "big").hex() + _id_suffix  # faster than a format spec
 
 
 _ID_MASK = (1 << 48) - 1
