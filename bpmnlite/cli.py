@@ -446,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resend-seconds", type=float, default=30.0,
                    help="re-send a due job's message when none was sent for this long (default 30)")
     p.add_argument("--interval", type=float, default=1.0, help="scheduler tick in seconds (default 1)")
-    p.add_argument("--job-batch", type=_positive_int, default=8, metavar="N",
-                   help="PostgreSQL: run up to N chained and due jobs in one transaction (default 8; 1: one each)")
+    p.add_argument("--job-batch", type=_positive_int, default=16, metavar="N",
+                   help="PostgreSQL: run up to N chained and due jobs in one transaction (default 16; 1: one each)")
     return parser
 
 

@@ -125,7 +125,7 @@ class Engine:
         lock_duration: timedelta = timedelta(minutes=5),
         resend_after: timedelta = timedelta(seconds=30),
         queue: str = "bpmnlite",
-        job_batch: int = 8,
+        job_batch: int = 16,
     ) -> None:
         if job_batch < 1:
             raise ValueError(f"job_batch must be at least 1, not {job_batch}")
