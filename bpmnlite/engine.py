@@ -246,20 +246,9 @@ class Engine:
         runner.effects.events = events_seen
 
     def _flush(self, conn: Connection, runner: Runner, events_seen: list[tuple[str, dict[str, Any]]]) -> None:
-        now = runner.now
-        for job in runner.effects.jobs:
-            if job.kind in RUN_NOW:
-                runner.created_jobs.append(job.id)
-        # side rows first, the instance rows last: a command never holds an instance row while it
-        # waits for the row lock of a running job, so two commands cannot wait on each other
         # one batch: on PostgreSQL all of it is one round trip (store.writer)
         batch = Batch(conn)
-        repository.write_effects(
-            conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None, batch=batch
-        )
-        updated = [inst.id for inst in runner.instances.values() if not inst.is_new]
-        for inst in runner.instances.values():
-            repository.save_instance(conn, inst, now, batch)
+        updated = self._write_rows(runner, batch)
         repository.check_saved(batch.flush(), updated)
         # rows written by this flush are stored now: a later clear in the same command must delete them
         effects = runner.effects
@@ -268,6 +257,22 @@ class Engine:
         runner.stored_owners.update(t.token_id for t in effects.tasks)
         runner.stored_owners.update(s.token_id for s in effects.subscriptions if s.token_id)
         events_seen.extend(runner.effects.events)
+
+    def _write_rows(self, runner: Runner, batch: Batch) -> list[str]:
+        """Put what the runner did into ``batch``; returns the ids of the instances whose UPDATE it checks."""
+        now = runner.now
+        for job in runner.effects.jobs:
+            if job.kind in RUN_NOW:
+                runner.created_jobs.append(job.id)
+        # side rows first, the instance rows last: a command never holds an instance row while it
+        # waits for the row lock of a running job, so two commands cannot wait on each other
+        repository.write_effects(
+            batch.conn, runner.effects, now, self.default_retries, dispatching=self.dispatcher is not None, batch=batch
+        )
+        updated = [inst.id for inst in runner.instances.values() if not inst.is_new]
+        for inst in runner.instances.values():
+            repository.save_instance(batch.conn, inst, now, batch)
+        return updated
 
     def _notify(self, effects: Effects) -> None:
         """Tell listener plugins what happened, after the commit (so it really happened)."""

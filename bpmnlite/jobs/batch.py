@@ -9,9 +9,9 @@ last command created, see ``executor.run_job``), it runs them as a **batch**:
 * one statement claims them, plus up to ``Engine.job_batch`` other due jobs
   nobody runs, each with its instance row (``FOR UPDATE SKIP LOCKED``, as a
   single claim does), so it never waits for another worker;
-* each job then runs its command in that transaction, on its own runner,
-  and sends its writes in one round trip as usual;
-* one commit ends them all.
+* each job then runs its command in that transaction, on its own runner;
+* the writes of all of them go out in one round trip, and one commit ends
+  them all.
 
 Every job of a batch is of a different instance, so each instance still
 commits at each of its async steps. What a batch shares is the outcome of
@@ -41,7 +41,7 @@ from bpmnlite.jobs import control, failures
 from bpmnlite.jobs.acquire import RUNNABLE
 from bpmnlite.runtime.runner import Runner
 from bpmnlite.store import repository
-from bpmnlite.store.writer import driver_query_all
+from bpmnlite.store.writer import Batch, driver_query_all
 
 if TYPE_CHECKING:
     from bpmnlite.engine import Engine
@@ -146,8 +146,15 @@ def run_batch(engine: Engine, job_ids: list[str], owner: str, extra: int) -> Bat
                     continue
                 seen.add(row.instance_id)
                 members.append(_Member(row, dict(zip(INSTANCE_COLUMNS, instance, strict=True)), timeout))
+            # the writes of every job that threw no signal or message go out together at the end
+            shared = Batch(conn)
+            updated: list[str] = []
             for member in members:
-                _run_member(engine, conn, member)
+                _run_member(engine, conn, member, shared, updated)
+            try:
+                repository.check_saved(shared.flush(), updated)
+            except BaseException as exc:
+                raise _Broken() from exc
     except _Broken:
         # rolled back: each job again on its own, in its own transaction
         for member in members:
@@ -159,8 +166,13 @@ def run_batch(engine: Engine, job_ids: list[str], owner: str, extra: int) -> Bat
     return result
 
 
-def _run_member(engine: Engine, conn: Any, member: _Member) -> None:
-    """Run one job's command in the batch's transaction; a failure before any write is the job's own."""
+def _run_member(engine: Engine, conn: Any, member: _Member, shared: Batch, updated: list[str]) -> None:
+    """Run one job's command in the batch's transaction; a failure before any write is the job's own.
+
+    Its rows go into ``shared``, sent once for the whole batch; a job that
+    threw a signal or a message writes at once instead, as any command does,
+    so that delivering them sees its rows.
+    """
     env = CommandEnvironment(engine, conn, engine.trusted_scripts, engine.max_steps,
                              engine.plugins.expression_functions, engine.clock)
     runner = Runner(env)
@@ -180,7 +192,10 @@ def _run_member(engine: Engine, conn: Any, member: _Member) -> None:
         member.error, member.detail = exc, traceback.format_exc()
         return
     try:
-        engine._settle(conn, runner)  # the writes (and any thrown signals and messages)
+        if runner.effects.signals or runner.effects.messages:
+            engine._settle(conn, runner)  # writes now, then delivers them
+        else:
+            updated.extend(engine._write_rows(runner, shared))
     except BaseException as exc:
         raise _Broken() from exc
     member.runner = runner
