@@ -168,3 +168,67 @@ def test_a_database_error_in_a_driver_query_is_sqlalchemys_error(pg_url: str) ->
         assert driver_query_one(conn, "SELECT %(a)s::int + 1", {"a": 41}) == (42,)
         assert driver_query_one(conn, "SELECT 1 WHERE false", {}) is None
     engine.close()
+
+
+HOSTILE = [
+    "it's", "''", "\\", "\\'", "x'); DROP TABLE bpm_jobs; --", "$$dollar$$", "%s", "%(x)s", "100%", "{mark}",
+    "line\nbreak\ttab\r", "ünïcödé ✓ 𝄞", "E'\\x41'", ";", "", " ", "'" * 7,
+]
+
+
+def test_hostile_strings_written_as_literals_read_back_unchanged(pg_url: str) -> None:
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row(f"hostile-{i}", element_id=text, error_detail=text, payload={"v": text})
+                              for i, text in enumerate(HOSTILE)])
+        # and in a statement with marks, with an ``in_list``
+        where, params = batch.in_list("id", ["hostile-0", "hostile-1"])
+        batch.execute(f"UPDATE bpm_jobs SET error_message = {{mark}} WHERE {where}", [HOSTILE[4], *params])
+        assert batch.flush() == -1
+    with engine.db.connect() as conn:
+        stored = {r.id: r for r in conn.execute(sa.select(t.jobs).where(t.jobs.c.id.like("hostile-%")))}
+    assert len(stored) == len(HOSTILE)
+    for i, text in enumerate(HOSTILE):
+        row = stored[f"hostile-{i}"]
+        assert (row.element_id, row.error_detail, row.payload) == (text, text, {"v": text})
+    assert [stored[f"hostile-{i}"].error_message for i in range(3)] == [HOSTILE[4], HOSTILE[4], None]
+    engine.close()
+
+
+def test_values_the_literal_writer_does_not_know_are_bound_by_psycopg(pg_url: str) -> None:
+    from decimal import Decimal
+
+    from bpmnlite.store.writer import pg_literal
+
+    assert pg_literal("a'b\\c") == "'a''b\\c'"
+    assert (pg_literal(None), pg_literal(True), pg_literal(7), pg_literal(["a'"])) == (
+        "NULL", "true", "7", "ARRAY['a''']::varchar[]")
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("decimal-retries", retries=Decimal(4))])  # not a type pg_literal writes
+        assert batch.flush() == -1
+    # NUL cannot be stored in PostgreSQL text: psycopg refuses it, a database error of the command
+    with pytest.raises(sa.exc.DBAPIError), engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("nul-element", element_id="a\x00b")])
+        batch.flush()
+    with engine.db.connect() as conn:
+        found = conn.execute(sa.select(t.jobs.c.id, t.jobs.c.retries)
+                             .where(t.jobs.c.id.in_(["decimal-retries", "nul-element"])))
+        assert {r.id: r.retries for r in found} == {"decimal-retries": 4}
+    engine.close()
+
+
+def test_with_standard_conforming_strings_off_psycopg_binds_the_batch(pg_url: str) -> None:
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL standard_conforming_strings = off")
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("escapes-off", element_id="back\\slash'quote")])
+        assert batch.flush() == -1
+    with engine.db.connect() as conn:
+        row = conn.execute(sa.select(t.jobs.c.element_id).where(t.jobs.c.id == "escapes-off")).one()
+    assert row.element_id == "back\\slash'quote"
+    engine.close()
