@@ -262,7 +262,8 @@ def pg_literal(value: Any) -> str:
     if kind is str:
         if "\x00" in value:
             raise _NotLiteral("NUL in a string")
-        return "'" + value.replace("'", "''") + "'"
+        text: str = value
+        return "'" + text.replace("'", "''") + "'"
     if value is None:
         return "NULL"
     if kind is bool:
@@ -270,7 +271,8 @@ def pg_literal(value: Any) -> str:
     if kind is int:
         return str(value)
     if kind is datetime and value.tzinfo is None:
-        return "'" + value.isoformat(" ", "microseconds") + "'::timestamp"
+        stamp: datetime = value
+        return "'" + stamp.isoformat(" ", "microseconds") + "'::timestamp"
     if kind is float and math.isfinite(value):
         return repr(value)
     if kind is list and value and all(type(v) is str for v in value):
