@@ -291,6 +291,9 @@ class Runner:
     def run(self) -> None:
         """Move queued tokens until every one waits or has ended."""
         limit = self.env.max_steps
+        # only the last steps before the limit are counted per element: enough to name the loop
+        # that ran into it, without a dict update on every step of every command
+        watched = limit - _WATCHED_STEPS
         queue = self.queue
         visits = self.visits
         while True:
@@ -299,10 +302,11 @@ class Runner:
                 if inst.tokens.get(token.id) is not token or inst.state in FINAL_STATES:
                     continue  # cancelled or moved while queued
                 self.steps += 1
-                node_id = token.node_id
-                visits[node_id] = visits.get(node_id, 0) + 1
-                if self.steps > limit:
-                    self._step_limit(inst)
+                if self.steps > watched:
+                    node_id = token.node_id
+                    visits[node_id] = visits.get(node_id, 0) + 1
+                    if self.steps > limit:
+                        self._step_limit(inst)
                 try:
                     self.step(inst, token)
                 except BpmnError as err:
@@ -527,6 +531,7 @@ class Runner:
 
 
 ALL_ROWS = "jst"
+_WATCHED_STEPS = 1_000
 _KIND_VALUES = {kind: kind.value for kind in NodeKind}  # a plain str for the history row, without the enum lookup
 _SCALARS = (str, int, float, bool, type(None))
 

@@ -176,7 +176,7 @@ class Instance:
 
     def view(self, token: Token | None) -> MutableMapping[str, Any]:
         """The variables visible at ``token``: its local scopes first, then the instance's."""
-        if token is None:
+        if token is None or token.local is None and token.parent_id is None:
             return self.variables
         maps: list[dict[str, Any]] = []
         if token.local is not None:
@@ -195,6 +195,8 @@ class Instance:
         """
         if token.local is not None and name in token.local:
             return token.local
+        if token.parent_id is None:
+            return self.variables
         for scope in self.scope_chain(token):
             if scope.local is not None and name in scope.local:
                 return scope.local

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bpmnlite.errors import ExecutionError
 from bpmnlite.model import FlowNode
 from bpmnlite.parser import parse
 from bpmnlite.runtime import gateways
@@ -179,6 +180,23 @@ def test_a_second_token_on_the_same_flow_waits_for_the_next_round() -> None:
     assert [outcome for outcome, _ in join_rows(runner)] == [None, None]
     runner.run()
     assert [outcome for outcome, _ in join_rows(runner)] == ["completed", "completed"]
+
+
+def test_a_loop_without_wait_state_is_stopped_at_the_step_limit_naming_its_elements() -> None:
+    graph = graph_of(
+        '<startEvent id="s"/><task id="t1"/><task id="t2"/><exclusiveGateway id="loop"/><task id="again"/>'
+        + chain("s", "t1", "t2", "loop", "again", "loop")
+    )
+    runner, inst = new_runner(graph)
+    start_process_scope(runner, inst, graph.nodes["s"])
+
+    with pytest.raises(ExecutionError) as err:
+        runner.run()
+
+    assert runner.steps == StubEnvironment.max_steps + 1
+    assert "more than 10000 steps" in str(err.value)
+    assert err.value.element_id in ("loop", "again")
+    assert "'loop'" in str(err.value) and "'again'" in str(err.value) and "'t1'" not in str(err.value)
 
 
 OUTGOING = (
