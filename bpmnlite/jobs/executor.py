@@ -129,15 +129,17 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
         if not created or engine.stopping.is_set():
             break
         if batching:
+            listed, later = created[:engine.job_batch], created[engine.job_batch:]
             try:
-                done = batch.run_batch(engine, created[:engine.job_batch], owner,
-                                       extra=engine.job_batch - len(created[:engine.job_batch]))
+                done = batch.run_batch(engine, listed, owner, extra=engine.job_batch - len(listed))
             except BaseException as exc:
-                if is_time_limit(exc):  # struck outside every job's own run: the batch rolled back
-                    engine._send(created)
+                # the batch rolled back (a time limit outside every job's own run, the database
+                # gone at the claim): the jobs it was given get their messages, as unchained ones
+                engine._send(created)
+                if is_time_limit(exc):
                     return outcome
                 raise
-            engine._send(created[engine.job_batch:] + done.not_run)
+            engine._send(later + done.not_run)
             created = done.created
             continue
         current, rest = created[0], created[1:]

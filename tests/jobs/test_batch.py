@@ -198,3 +198,21 @@ def test_a_job_in_a_batch_that_sends_a_message_writes_first_so_the_receiver_is_f
     engine.run_job(first_job(engine, senders[0]), owner="w1")
     assert counted[0] == 3
     assert [engine.instance(i).state for i in senders + receivers] == ["completed"] * 4
+
+
+def test_when_a_batch_cannot_run_at_all_its_jobs_get_messages(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpmnlite.jobs import batch
+
+    engine.deploy(THREE_STEPS)
+    inst = engine.start("p").id
+    engine.sent.clear()  # type: ignore[attr-defined]  # the start's own message
+
+    def database_gone(*args: Any, **kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("claim", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(batch, "run_batch", database_gone)
+    with pytest.raises(sa.exc.OperationalError):
+        engine.run_job(first_job(engine, inst), owner="w1")
+    (t1,) = engine.jobs(instance_id=inst)  # t0 committed; t1 is due, and has its message
+    assert t1.element_id == "t1"
+    assert engine.sent == [t1.id]  # type: ignore[attr-defined]
