@@ -65,11 +65,14 @@ class EmbeddedWorker:
         self.scheduler = Scheduler(engine, interval)
 
     def start(self) -> EmbeddedWorker:
+        self.engine.stopping.clear()
         self.worker.start()
         self.scheduler.start()
         return self
 
     def stop(self) -> None:
+        """Stop the scheduler and the worker; running jobs finish, and do not chain into the next ones."""
+        self.engine.stopping.set()
         self.scheduler.stop()
         self.dispatcher.stop_worker(self.worker, 30_000)
 

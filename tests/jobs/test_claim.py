@@ -182,3 +182,39 @@ def test_execute_job_runs_only_that_job(engine: Engine, sent: list[str]) -> None
     assert engine.execute_job(job_of(engine, inst.id, "t0")) == "done"
     assert engine.instance(inst.id).active_elements == ("t1",)
     assert sent == [job_of(engine, inst.id, "t1")]
+
+
+def test_stopping_an_embedded_worker_ends_its_chains(tmp_path: Any) -> None:
+    plugin = Blocking()
+    five = bpmn('<startEvent id="s"/>'
+                '<serviceTask id="t0" bpmnlite:type="block" bpmnlite:async="true"/>'
+                + "".join(f'<serviceTask id="t{i}" bpmnlite:type="noop" bpmnlite:async="true"/>' for i in range(1, 5))
+                + '<endEvent id="e"/>' + chain("s", "t0", "t1", "t2", "t3", "t4", "e"))
+    # resend_after=0: a message the stopping worker took and dropped is sent again at the next tick
+    with Engine(f"sqlite:///{tmp_path / 'e.db'}", plugins=[plugin], load_entry_points=False,
+                resend_after=timedelta(seconds=0)) as eng:
+        eng.deploy(five)
+        worker = eng.worker(threads=1).start()
+        inst = eng.start("p")
+        assert plugin.entered.wait(30), "the worker never ran t0"
+        stopper, _ = in_thread(worker.stop)
+        assert wait_until(eng.stopping.is_set, 30)
+        plugin.release.set()
+        stopper.join(60)
+        assert not stopper.is_alive()
+        # t0 finished and committed, and did not chain on; t1's message may still have been taken
+        # by the stopping worker (Dramatiq's own shutdown), which then did not chain on either
+        assert eng.instance(inst.id).active_elements in (("t1",), ("t2",))
+        with eng.worker(threads=1):  # a new worker chains again
+            assert eng.handle(inst.id).wait(timeout=30).state == "completed"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
