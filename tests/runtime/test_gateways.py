@@ -123,6 +123,27 @@ def test_a_join_cancelled_while_waiting_closes_its_one_row_as_cancelled(engine: 
     assert outcome == "cancelled" and started is not None and ended is not None and started <= ended
 
 
+def test_a_boundary_timer_interrupting_a_waiting_join_cancels_its_one_row(engine: Engine, clock: Clock) -> None:
+    engine.deploy(bpmn(
+        '<startEvent id="s"/>'
+        '<subProcess id="sub"><startEvent id="in"/><parallelGateway id="fork"/><task id="a"/><task id="b"/>'
+        '<userTask id="c"/><parallelGateway id="join"/><endEvent id="out"/>'
+        + flow("in", "fork") + "".join(flow("fork", t) + flow(t, "join") for t in "abc") + flow("join", "out")
+        + '</subProcess>'
+        '<boundaryEvent id="late" attachedToRef="sub"><timerEventDefinition><timeDuration>PT1H</timeDuration>'
+        '</timerEventDefinition></boundaryEvent><endEvent id="e"/><endEvent id="timed_out"/>'
+        + flow("s", "sub") + flow("sub", "e") + flow("late", "timed_out")
+    ))
+    inst = engine.start("p")
+    [(started, _, _)] = join_history(engine, inst.id)  # a and b wait at the join, c at its user task
+
+    clock.advance(hours=2)
+    assert engine.fire_due_timers() == 1
+
+    assert engine.instance(inst.id).state == "completed"
+    assert join_history(engine, inst.id) == [(started, clock.now, "cancelled")]
+
+
 def test_a_join_with_async_before_writes_one_row_from_the_first_arrival(engine: Engine, clock: Clock) -> None:
     engine.deploy(bpmn(
         '<startEvent id="s"/><parallelGateway id="fork"/><task id="a"/><task id="b"/><task id="c"/>'

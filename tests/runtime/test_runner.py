@@ -149,6 +149,23 @@ def test_a_join_row_is_cancelled_when_its_last_waiting_token_is() -> None:
     assert [outcome for outcome, _ in join_rows(runner)] == ["cancelled"]
 
 
+def test_tokens_saved_with_a_join_row_each_close_them_all_when_the_join_fires() -> None:
+    """State written before one row per activation: every waiting token holds a row of its own."""
+    graph = graph_of(FORK_JOIN)
+    runner, inst = new_runner(graph)
+    join = graph.nodes["join"]
+    for flow_id in ("to_a", "to_b"):
+        token = runner.new_token(inst, join.id, parent_id=None, phase=Phase.EXECUTE, flow_id=flow_id)
+        token.wait = Wait.JOIN
+        runner.begin_activity(inst, token, join)
+
+    arrive(runner, inst, join, "to_c")
+    runner.run()
+
+    assert inst.state is InstanceState.COMPLETED
+    assert [outcome for outcome, _ in join_rows(runner)] == ["completed", "completed"]
+
+
 def test_a_parallel_join_counts_tokens_that_waited_before_the_command() -> None:
     graph = graph_of(FORK_JOIN)
     runner, inst = new_runner(graph)
