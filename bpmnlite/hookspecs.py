@@ -134,9 +134,9 @@ def bpmnlite_instance_ended(instance_id: str, process_key: str, state: str) -> N
 
 @hookspec
 def bpmnlite_activity_started(instance_id: str, element_id: str, element_kind: str) -> None:
-    """A token entered an element."""
+    """A token entered an element (a parallel or inclusive join: once per activation)."""
 
 
 @hookspec
 def bpmnlite_activity_ended(instance_id: str, element_id: str, element_kind: str) -> None:
-    """A token left an element."""
+    """A token left an element (a parallel or inclusive join: once per activation)."""

@@ -100,7 +100,7 @@ class JobInfo:
 
 @dataclass(frozen=True, slots=True)
 class ActivityInfo:
-    """One visit of a token to an element (activity instance history)."""
+    """One visit of a token to an element (activity instance history); a join has one per activation."""
 
     id: str
     instance_id: str
