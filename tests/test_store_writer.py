@@ -232,3 +232,15 @@ def test_with_standard_conforming_strings_off_psycopg_binds_the_batch(pg_url: st
         row = conn.execute(sa.select(t.jobs.c.element_id).where(t.jobs.c.id == "escapes-off")).one()
     assert row.element_id == "back\\slash'quote"
     engine.close()
+
+
+@pytest.mark.parametrize("value", [
+    0, -7, 2**70, True, False, None, "", "plain", "quote\" back\\ nl\n", "ünï ✓ 𝄞", "\x00\x1f", 1.5, float("nan"),
+    [1, "a", None], {"k": [True, {"n": 1.25}]},
+])
+def test_to_json_writes_what_json_dumps_writes(value: object) -> None:
+    import json
+
+    from bpmnlite.store.writer import to_json
+
+    assert to_json(value) == json.dumps(value)

@@ -6,7 +6,6 @@ The engine decides the transaction boundaries.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ from bpmnlite.errors import Conflict, NotFound
 from bpmnlite.runtime.effects import RUN_NOW, Effects, JobKind
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Token
 from bpmnlite.store import tables as t
-from bpmnlite.store.writer import Batch
+from bpmnlite.store.writer import Batch, to_json
 
 
 def db_time(value: datetime | None) -> datetime | None:
@@ -80,8 +79,8 @@ def save_instance(conn: Connection, inst: Instance, now: datetime, batch: Batch 
     batch = batch or Batch(conn)
     state = inst.state.value
     ended = batch.time(now) if inst.state in FINAL_STATES else None
-    variables = json.dumps(inst.variables)
-    tokens = json.dumps(inst.tokens_json())
+    variables = to_json(inst.variables)
+    tokens = to_json(inst.tokens_json())
     if inst.is_new:
         batch.insert(t.instances, [{
             "id": inst.id,
@@ -243,7 +242,7 @@ def write_effects(
                 where, params = b.in_list("id", chunk)
                 b.execute(f"UPDATE bpm_activity_history SET ended_at = {{mark}}, outcome = {{mark}} WHERE {where}",
                           [at, outcome, *params])
-    dumps = json.dumps
+    dumps = to_json
     b.insert_values(t.variable_history, _VARIABLE_COLUMNS, [
         (v.instance_id, v.name, dumps(v.value), v.element_id, time(v.at)) for v in effects.variables
     ])
