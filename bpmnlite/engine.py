@@ -158,7 +158,8 @@ class Engine:
         self.stopping = threading.Event()
         self.job_batch = job_batch
         # jobs this process ran to completion in a batch: their messages, when they come, need no claim
-        self.finished_jobs = RecentIds(100_000)
+        # (about 130 bytes each; a message that comes later than this many jobs costs one claim)
+        self.finished_jobs = RecentIds(10_000)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:

@@ -216,3 +216,14 @@ def test_when_a_batch_cannot_run_at_all_its_jobs_get_messages(engine: Engine, mo
     (t1,) = engine.jobs(instance_id=inst)  # t0 committed; t1 is due, and has its message
     assert t1.element_id == "t1"
     assert engine.sent == [t1.id]  # type: ignore[attr-defined]
+
+
+def test_the_finished_jobs_a_process_remembers_are_bounded() -> None:
+    from bpmnlite.engine import RecentIds
+
+    kept = RecentIds(10)
+    for n in range(25):
+        kept.add(f"job-{n}")
+    kept.add("job-24")  # again: nothing changes
+    assert len(kept) == 10
+    assert "job-14" not in kept and all(f"job-{n}" in kept for n in range(15, 25))
