@@ -56,13 +56,24 @@ def need_redis(url: str) -> None:
     need_service(reason, "Redis on 127.0.0.1:6379")
 
 
-def fresh_redis(url: str) -> str:
-    """Check Redis at ``url`` (see ``need_redis``), then empty that one database."""
+def fresh_redis(url: str, queue: str) -> str:
+    """Check Redis at ``url`` (see ``need_redis``), then delete the keys of Dramatiq ``queue`` there.
+
+    Only that queue's: a test session running beside this one (another
+    checkout, a helper) keeps its messages. Each module names its own queue.
+    """
     import redis
 
     need_redis(url)
-    redis.Redis.from_url(url).flushdb()  # only the database the URL names
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"dramatiq:*{queue}*"):
+        client.delete(key)
     return url
+
+
+def session_queue(name: str) -> str:
+    """A Dramatiq queue name for this test session only."""
+    return f"{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from bpmnlite import Engine
 
 from ..bpmn import bpmn, chain
-from ..conftest import _truncate, fresh_redis
+from ..conftest import _truncate, fresh_redis, session_queue
 from . import worker_plugin
 
 REDIS_URL = os.environ.get("BPMNLITE_TEST_REDIS", "redis://127.0.0.1:6379/14")
+QUEUE = session_queue("test-workers")
 ROOT = Path(__file__).resolve().parents[2]
 
 THREE_STEPS = bpmn(
@@ -40,7 +41,7 @@ SLOW = bpmn(
 
 @pytest.fixture
 def redis_url() -> str:
-    return fresh_redis(REDIS_URL)
+    return fresh_redis(REDIS_URL, QUEUE)
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ class Workers:
     def start(self, *extra: str, processes: int = 1, threads: int = 4) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BPMNLITE_TEST_EFFECTS_DB": self.db_url}
         cmd = [sys.executable, "-m", "bpmnlite.cli", "--db", self.db_url, "worker", "--broker", self.broker_url,
-               "--processes", str(processes), "--threads", str(threads), "--plugin", "tests.jobs.worker_plugin",
+               "--queue", QUEUE, "--processes", str(processes), "--threads", str(threads),
+               "--plugin", "tests.jobs.worker_plugin",
                "--interval", "0.2", *extra]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(proc)
@@ -104,7 +106,7 @@ def count(engine: Engine, sql: str) -> int:
 
 
 def test_thousand_instances_three_async_steps_two_processes(workers: Workers, db: str, redis_url: str) -> None:
-    engine = Engine(db, broker_url=redis_url, load_entry_points=False, plugins=[worker_plugin])
+    engine = Engine(db, broker_url=redis_url, queue=QUEUE, load_entry_points=False, plugins=[worker_plugin])
     engine.deploy(THREE_STEPS)
     workers.start(processes=2, threads=4)
     ids = [engine.start("three_steps").id for _ in range(1000)]
@@ -120,7 +122,7 @@ def test_thousand_instances_three_async_steps_two_processes(workers: Workers, db
 
 
 def test_sigkill_mid_job_runs_it_again(workers: Workers, db: str, redis_url: str) -> None:
-    engine = Engine(db, broker_url=redis_url, load_entry_points=False, plugins=[worker_plugin])
+    engine = Engine(db, broker_url=redis_url, queue=QUEUE, load_entry_points=False, plugins=[worker_plugin])
     engine.deploy(SLOW)
     victim = workers.start("--lock-seconds", "4", "--resend-seconds", "1", threads=1)
     inst = engine.start("slow_process", {"sleep": 2.5})
@@ -143,15 +145,15 @@ def test_sigkill_mid_job_runs_it_again(workers: Workers, db: str, redis_url: str
 def test_lost_messages_are_recovered_by_the_reconciler(workers: Workers, db: str, redis_url: str) -> None:
     import redis
 
-    engine = Engine(db, broker_url=redis_url, load_entry_points=False, plugins=[worker_plugin],
+    engine = Engine(db, broker_url=redis_url, queue=QUEUE, load_entry_points=False, plugins=[worker_plugin],
                     resend_after=timedelta(seconds=1))
     engine.deploy(THREE_STEPS)
     ids = [engine.start("three_steps").id for _ in range(50)]
     client = redis.Redis.from_url(redis_url)
-    queues = [k for k in client.keys("dramatiq:*")]
+    queues = list(client.scan_iter(match=f"dramatiq:*{QUEUE}*"))
     assert queues, "the start commands should have sent messages to Redis"
     client.delete(*queues)  # every pending message is lost
-    assert client.keys("dramatiq:*") == []
+    assert list(client.scan_iter(match=f"dramatiq:*{QUEUE}*")) == []
     workers.start("--resend-seconds", "1", threads=4)
     wait_for(lambda: all(engine.instance(i).state == "completed" for i in ids), 180, "all 50 instances to complete")
     assert count(engine, "select count(*) from test_effects") == 150
@@ -160,7 +162,7 @@ def test_lost_messages_are_recovered_by_the_reconciler(workers: Workers, db: str
 
 
 def test_sigterm_lets_a_worker_finish(workers: Workers, db: str, redis_url: str) -> None:
-    engine = Engine(db, broker_url=redis_url, load_entry_points=False, plugins=[worker_plugin])
+    engine = Engine(db, broker_url=redis_url, queue=QUEUE, load_entry_points=False, plugins=[worker_plugin])
     engine.deploy(SLOW)
     proc = workers.start(threads=1)
     inst = engine.start("slow_process", {"sleep": 1.0})

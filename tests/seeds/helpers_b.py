@@ -21,7 +21,7 @@ from bpmnlite import Engine
 from bpmnlite.cli import main
 from bpmnlite.records import InstanceInfo
 
-from ..conftest import _truncate, fresh_redis
+from ..conftest import _truncate, need_redis
 from ..jobs.test_workers import Workers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,8 +77,8 @@ class RealWorkers(Workers):
 
 @pytest.fixture(name="real_workers")
 def real_workers_fixture(pg_url: str) -> Iterator[RealWorkers]:
-    """Workers to start; stopped (SIGTERM, by pid) after the test. Redis db 10 is flushed first."""
-    fresh_redis(REDIS_URL)  # db 10 only: the URL names it
+    """Workers to start; stopped (SIGTERM, by pid) after the test (on a Dramatiq queue of their own)."""
+    need_redis(REDIS_URL)
     _truncate(pg_url)
     workers = RealWorkers(pg_url, REDIS_URL)
     try:
