@@ -53,7 +53,7 @@ INSTANCE_COLUMNS = ["id", "definition_id", "process_key", "business_key", "state
                     "suspended", "error"]
 _RUNNABLE = ", ".join(f"'{state}'" for state in RUNNABLE)
 # The listed jobs, then up to %(extra)s other due exclusive jobs whose instance row is free too (both
-# locked with SKIP LOCKED: a busy instance's jobs are not even looked at). No ORDER BY: any due job
+# locked with SKIP LOCKED: a busy instance's jobs are not even looked at), of other instances. No ORDER BY: any due job
 # will do, and ordering would sort every due row. Each job comes with its instance row, when free.
 _CLAIM_BATCH = f"""
 WITH listed AS (
@@ -65,6 +65,7 @@ WITH listed AS (
     SELECT j.* FROM bpm_jobs j JOIN bpm_instances i ON i.id = j.instance_id
      WHERE j.state IN ({_RUNNABLE}) AND j.due_at <= %(now)s AND j.lock_owner IS NULL AND j.exclusive
        AND NOT (j.id = ANY(%(ids)s)) AND (i.lease_owner IS NULL OR i.lease_expires_at < %(now)s)
+       AND NOT EXISTS (SELECT 1 FROM listed WHERE listed.instance_id = j.instance_id)
      LIMIT %(extra)s
        FOR UPDATE OF j, i SKIP LOCKED
 ), claimed_job AS (
@@ -162,7 +163,7 @@ def run_batch(engine: Engine, job_ids: list[str], owner: str, extra: int) -> Bat
             result.outcomes[member.row.id] = outcome
             result.created.extend(created)
         return result
-    _after_commit(engine, members, result)
+    _after_commit(engine, members, result, owner)
     return result
 
 
@@ -201,7 +202,7 @@ def _run_member(engine: Engine, conn: Any, member: _Member, shared: Batch, updat
     member.runner = runner
 
 
-def _after_commit(engine: Engine, members: list[_Member], result: BatchResult) -> None:
+def _after_commit(engine: Engine, members: list[_Member], result: BatchResult, owner: str) -> None:
     """What each job's command does after its commit, and the failures recorded in their own transactions."""
     from bpmnlite.jobs import executor
 
@@ -229,6 +230,8 @@ def _after_commit(engine: Engine, members: list[_Member], result: BatchResult) -
             result.outcomes[job_id] = "stopped"
         elif isinstance(exc, UncaughtBpmnError):
             result.outcomes[job_id] = failures.record_failure(engine, job_id, exc, incident=True)
+        elif is_time_limit(exc) and not isinstance(exc, Exception):  # Dramatiq's interrupt itself
+            result.outcomes[job_id] = engine.job_timed_out(job_id, owner=owner)
         else:
             result.outcomes[job_id] = failures.record_failure(
                 engine, job_id, exc, incident=False, detail=member.detail, timed_out=is_time_limit(exc)

@@ -123,8 +123,11 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
     """
     if job_id in engine.finished_jobs:
         return "skipped"  # this process ran it in a batch: the message came late (``jobs.batch``)
-    outcome, created = _run_one(engine, job_id, owner, now, chained=False)
     batching = chain and engine.job_batch > 1 and engine.db.dialect.name == "postgresql"
+    if batching and now is None:
+        outcome, created = _first_batch(engine, job_id, owner)
+    else:
+        outcome, created = _run_one(engine, job_id, owner, now, chained=False)
     for _ in range(CHAIN_LIMIT if chain else 0):
         if not created or engine.stopping.is_set():
             break
@@ -153,6 +156,26 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
             raise
     engine._send(created)
     return outcome
+
+
+def _first_batch(engine: Engine, job_id: str, owner: str) -> tuple[str, list[str]]:
+    """The message's job heads a batch: a message whose job another worker already ran still brings
+    due jobs along. A job a batch does not run (busy instance, ``maxConcurrent``...) runs on its own."""
+    try:
+        done = batch.run_batch(engine, [job_id], owner, extra=engine.job_batch - 1)
+    except BaseException as exc:
+        if is_time_limit(exc):  # struck outside every job's own run: the batch rolled back
+            engine._send([job_id])
+            return "skipped", []
+        raise
+    created = done.created
+    if job_id in done.not_run:
+        outcome, alone = _run_one(engine, job_id, owner, None, chained=False)
+        created = created + alone
+    else:
+        outcome = done.outcomes.get(job_id, "skipped")  # not claimed: running elsewhere, gone, or not due
+    engine._send([j for j in done.not_run if j != job_id])
+    return outcome, created
 
 
 def run_alone(engine: Engine, job_id: str, owner: str) -> tuple[str, list[str]]:
