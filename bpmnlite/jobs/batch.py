@@ -3,12 +3,14 @@
 A job's own work is small: a few rows written and one instance row updated.
 What it costs on a small machine is mostly per transaction: ``BEGIN``, the
 claim, the commit and its WAL flush, the connection checkout, and the
-Python around each of them. So when a worker thread chains (the jobs its
-last command created, see ``executor.run_job``), it runs them as a **batch**:
+Python around each of them. So a worker thread runs the job a message
+names, and then the jobs its commands created (``executor.run_job``), as
+**batches**:
 
 * one statement claims them, plus up to ``Engine.job_batch`` other due jobs
-  nobody runs, each with its instance row (``FOR UPDATE SKIP LOCKED``, as a
-  single claim does), so it never waits for another worker;
+  of other instances that nobody runs, each with its instance row
+  (``FOR UPDATE SKIP LOCKED``, as a single claim does), so it never waits
+  for another worker; a message whose job is gone still brings those along;
 * each job then runs its command in that transaction, on its own runner;
 * the writes of all of them go out in one round trip, and one commit ends
   them all.
@@ -185,9 +187,9 @@ def _run_member(engine: Engine, conn: Any, member: _Member, shared: Batch, updat
         runner.in_job = True
         control.resume(engine, conn, runner, member.row)
         runner.run()  # the handlers and scripts: a failure here has written nothing
-    except sa.exc.DBAPIError as exc:
-        raise _Broken() from exc  # the transaction may be aborted: it serves no other job now
     except BaseException as exc:
+        if _from_database(exc):
+            raise _Broken() from exc  # the transaction may be aborted: it serves no other job now
         if not isinstance(exc, Exception) and not is_time_limit(exc):
             raise
         member.error, member.detail = exc, traceback.format_exc()
@@ -200,6 +202,18 @@ def _run_member(engine: Engine, conn: Any, member: _Member, shared: Batch, updat
     except BaseException as exc:
         raise _Broken() from exc
     member.runner = runner
+
+
+def _from_database(exc: BaseException) -> bool:
+    """Whether a database error raised ``exc`` or lies under it (the runner wraps what it does not know)."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, sa.exc.DBAPIError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _after_commit(engine: Engine, members: list[_Member], result: BatchResult, owner: str) -> None:

@@ -117,9 +117,9 @@ def run_job(engine: Engine, job_id: str, owner: str, now: datetime | None = None
     the reconciler sends it after ``resend_after``. Chaining stops after
     ``CHAIN_LIMIT`` jobs and when the worker is stopping.
 
-    On PostgreSQL, with ``Engine.job_batch`` above 1, the chained jobs run
-    as batches: the jobs the last command created and other due jobs, in one
-    transaction (see ``jobs.batch``).
+    On PostgreSQL, with ``chain`` and ``Engine.job_batch`` above 1, the job
+    and the chained jobs run as batches: with other due jobs of other
+    instances, several in one transaction (see ``jobs.batch``).
     """
     if job_id in engine.finished_jobs:
         return "skipped"  # this process ran it in a batch: the message came late (``jobs.batch``)

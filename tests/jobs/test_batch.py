@@ -242,3 +242,31 @@ def test_a_message_whose_job_another_worker_ran_still_brings_due_jobs_along(engi
     assert engine.execute_job(late) == "done"  # as another worker would: one job, no batch
     assert engine.run_job(late, owner="w2") == "skipped"  # its message comes late...
     assert [engine.instance(i).state for i in ids] == ["completed"] * 2  # ...and runs what is due
+
+
+def test_a_database_error_under_a_jobs_failure_breaks_the_batch_and_spends_no_other_jobs_retry(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bpmnlite.errors import ExecutionError
+    from bpmnlite.jobs import control
+
+    engine.deploy(THREE_STEPS)
+    ids = [engine.start("p").id for _ in range(4)]
+    resume = control.resume
+
+    def reading_resume(engine_: Engine, conn: Any, runner: Any, row: Any) -> None:
+        # every job's command reads something first, as the runner does for messages or call activities;
+        # the first instance's read fails, which aborts the transaction for the reads after it
+        sql = "SELECT * FROM no_such_table" if (row.instance_id, row.element_id) == (ids[0], "t0") else "SELECT 1"
+        try:
+            conn.exec_driver_sql(sql)
+        except sa.exc.DBAPIError as exc:
+            raise ExecutionError("the read failed", element_id=row.element_id) from exc  # as the runner wraps
+        resume(engine_, conn, runner, row)
+
+    monkeypatch.setattr(control, "resume", reading_resume)
+    engine.run_job(first_job(engine, ids[0]), owner="w1")
+    # the batch rolled back and its jobs ran one by one: only the job whose read fails spent a retry
+    assert [engine.instance(i).state for i in ids[1:]] == ["completed"] * 3
+    (job,) = engine.jobs(instance_id=ids[0])
+    assert (job.element_id, job.retries) == ("t0", 2)
