@@ -3,7 +3,7 @@
 PostgreSQL + Redis, one ``bpmnlite worker`` process (``--processes 1``: the
 command's own process runs the jobs) with 4 threads. The bench starts
 instances of a model of 10 async ``bench-step`` service tasks until the
-job count is reached (100,000 jobs; quick: 200), while the worker runs them.
+job count is reached (100,000 jobs; quick: 1,000), while the worker runs them.
 A sampler thread reads the worker's ``VmRSS`` and ``VmHWM`` (peak) from
 ``/proc/<pid>/status`` and the number of jobs done so far (ended service task
 activities) every ``interval`` seconds.
@@ -29,8 +29,8 @@ NAME = "memory"
 KEY = "bench_async10"
 STEPS = 10
 PG = "postgresql+redis"
-JOBS = {False: 100_000, True: 200}
-INTERVAL_S = {False: 1.0, True: 0.1}
+JOBS = {False: 100_000, True: 1_000}
+INTERVAL_S = {False: 1.0, True: 0.02}
 WARM_SHARE = 0.10
 GROWTH_LIMIT = 1.05
 
