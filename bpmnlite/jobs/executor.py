@@ -51,13 +51,10 @@ _LOCK_INSTANCE = sa.select(_INSTANCES).where(
     _INSTANCES.c.id == sa.bindparam("instance_id"),
     sa.or_(_INSTANCES.c.lease_owner.is_(None), _INSTANCES.c.lease_expires_at < sa.bindparam("now")),
 )
-# only what running a job reads (control.resume, _element_limits, instance_from_row): the driver's
+# only what running a job reads (control.resume, element_limits, instance_from_row): the driver's
 # per-column work on a 39-column row was about a tenth of a worker's CPU per job
-_JOB_COLUMNS = ["id", "kind", "state", "instance_id", "token_id", "element_id", "definition_id", "due_at",
-                "exclusive", "payload"]
-_INSTANCE_COLUMNS = ["id", "definition_id", "process_key", "business_key", "state", "version", "variables",
-                     "tokens", "parent_instance_id", "parent_token_id", "root_instance_id", "callback_message",
-                     "suspended", "error"]
+_JOB_COLUMNS = batch.JOB_COLUMNS
+_INSTANCE_COLUMNS = batch.INSTANCE_COLUMNS
 # PostgreSQL: the job row and, for an exclusive job, its instance row, locked and read in one round trip.
 # Sent straight to the driver: it is the first statement of every job, and SQLAlchemy's statement and
 # result handling cost about as much CPU as the rest of the claim (same SQL as _CLAIM, _LOCK_INSTANCE).
@@ -248,7 +245,7 @@ def _claim(conn: Any, job_id: str, stamp: Any, postgres: bool) -> tuple[Any, Any
         if found is None:
             return None, None
         split = len(_JOB_COLUMNS)
-        job = _Row(zip(_JOB_COLUMNS, found[:split], strict=True))
+        job = batch.JobRow(zip(_JOB_COLUMNS, found[:split], strict=True))
         if found[split] is None:
             return job, None
         return job, dict(zip(_INSTANCE_COLUMNS, found[split:], strict=True))
@@ -257,16 +254,6 @@ def _claim(conn: Any, job_id: str, stamp: Any, postgres: bool) -> tuple[Any, Any
         return row, None
     inst = conn.execute(_LOCK_INSTANCE, {"instance_id": row.instance_id, "now": stamp}).mappings().first()
     return row, inst
-
-
-class _Row(dict[str, Any]):
-    """A job row read by ``_claim``: columns as attributes, like SQLAlchemy's rows."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def may_wait(runner: Runner, instance_id: str) -> bool:

@@ -306,26 +306,23 @@ def driver_query_one(conn: Connection, sql: str, params: dict[str, Any]) -> tupl
     For the hottest reads only; ``sql`` uses the driver's own placeholders. A
     database error is re-raised as SQLAlchemy's ``DBAPIError``.
     """
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    cursor = dbapi.cursor()
-    try:
-        with _driver_errors(conn, sql, params):
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        return None if row is None else tuple(row)
-    finally:
-        cursor.close()
+    rows = _driver_query(conn, sql, params, every=False)
+    return rows[0] if rows else None
 
 
 def driver_query_all(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Every row of a query sent straight to the driver (see ``driver_query_one``)."""
+    return _driver_query(conn, sql, params, every=True)
+
+
+def _driver_query(conn: Connection, sql: str, params: dict[str, Any], *, every: bool) -> list[tuple[Any, ...]]:
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
     try:
         with _driver_errors(conn, sql, params):
             cursor.execute(sql, params)
-            return [tuple(row) for row in cursor.fetchall()]
+            found = cursor.fetchall() if every else [row for row in [cursor.fetchone()] if row is not None]
+        return [tuple(row) for row in found]
     finally:
         cursor.close()
