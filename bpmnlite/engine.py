@@ -205,7 +205,7 @@ class Engine:
                 env = CommandEnvironment(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
                 runner = Runner(env)
                 yield conn, runner
-                self._settle(conn, runner)
+                self._settle(conn, runner, last=claim is None)
                 if claim is not None:
                     release(conn, claim)
         except sa.exc.DBAPIError as exc:
@@ -221,12 +221,17 @@ class Engine:
             self._send(runner.created_jobs)
         self._notify(runner.effects)
 
-    def _settle(self, conn: Connection, runner: Runner) -> None:
-        """Run until quiet, deliver thrown signals/messages, and write everything."""
+    def _settle(self, conn: Connection, runner: Runner, *, last: bool = False) -> None:
+        """Run until quiet, deliver thrown signals/messages, and write everything.
+
+        ``last``: nothing follows in the transaction, so on PostgreSQL the final
+        writes may carry the commit (see ``_flush``).
+        """
         events_seen: list[tuple[str, dict[str, Any]]] = []
         runner.run()
         while True:
-            self._flush(conn, runner, events_seen)
+            final = last and not runner.effects.signals and not runner.effects.messages
+            self._flush(conn, runner, events_seen, commit=final)
             thrown_signals = runner.effects.signals
             thrown_messages = runner.effects.messages
             runner.effects = Effects()
@@ -246,11 +251,14 @@ class Engine:
             runner.run()
         runner.effects.events = events_seen
 
-    def _flush(self, conn: Connection, runner: Runner, events_seen: list[tuple[str, dict[str, Any]]]) -> None:
+    def _flush(self, conn: Connection, runner: Runner, events_seen: list[tuple[str, dict[str, Any]]], *,
+               commit: bool = False) -> None:
         # one batch: on PostgreSQL all of it is one round trip (store.writer)
         batch = Batch(conn)
         updated = self._write_rows(runner, batch)
-        repository.check_saved(batch.flush(), updated)
+        # the command's last writes, checking no instance's version (a start): on PostgreSQL they carry
+        # the COMMIT, one round trip less; a failing statement skips it, and the transaction rolls back
+        repository.check_saved(batch.flush(commit=commit and not updated), updated)
         # rows written by this flush are stored now: a later clear in the same command must delete them
         effects = runner.effects
         runner.stored_owners.update(inst_id for inst_id in runner.instances)

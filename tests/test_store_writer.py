@@ -244,3 +244,49 @@ def test_to_json_writes_what_json_dumps_writes(value: object) -> None:
     from bpmnlite.store.writer import to_json
 
     assert to_json(value) == json.dumps(value)
+
+
+def _visible(pg_url: str, job_id: str) -> bool:
+    other = sa.create_engine(pg_url)
+    try:
+        with other.connect() as conn:
+            return conn.execute(sa.select(t.jobs.c.id).where(t.jobs.c.id == job_id)).first() is not None
+    finally:
+        other.dispose()
+
+
+def test_the_last_writes_of_a_command_carry_its_commit_on_postgresql(pg_url: str) -> None:
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("carried-commit")])
+        assert batch.flush(commit=True) == -1
+        # committed by that one round trip, before the transaction's own end
+        assert _visible(pg_url, "carried-commit")
+        assert conn.connection.dbapi_connection.info.transaction_status.name == "IDLE"  # type: ignore[union-attr]
+    engine.close()
+
+
+def test_a_failing_statement_skips_the_carried_commit(pg_url: str) -> None:
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        conn.execute(t.jobs.insert(), [_job_row("already-there")])
+    with pytest.raises(sa.exc.IntegrityError), engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("before-the-failure")])
+        batch.insert(t.jobs, [_job_row("already-there")])  # duplicate primary key
+        batch.flush(commit=True)
+    assert not _visible(pg_url, "before-the-failure")
+    engine.close()
+
+
+def test_a_batch_that_checks_a_version_does_not_carry_the_commit(pg_url: str) -> None:
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        batch = Batch(conn)
+        batch.insert(t.jobs, [_job_row("checked-batch")])
+        batch.execute("UPDATE bpm_jobs SET attempts = 1 WHERE id = {mark}", ["checked-batch"], check=True)
+        assert batch.flush(commit=True) == -1
+        assert not _visible(pg_url, "checked-batch")  # the check's caller decides: still open
+    assert _visible(pg_url, "checked-batch")
+    engine.close()

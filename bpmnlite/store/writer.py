@@ -152,11 +152,20 @@ class Batch:
         return stored
 
     # ------------------------------------------------------------------ sending
-    def flush(self) -> int:
-        """Send every statement in order; returns the index among ``check`` statements that failed, or -1."""
+    def flush(self, *, commit: bool = False) -> int:
+        """Send every statement in order; returns the index among ``check`` statements that failed, or -1.
+
+        ``commit`` (PostgreSQL, a batch without ``check`` statements): the
+        same round trip commits the transaction. The driver then sees it idle,
+        so the caller's commit sends nothing more. If a statement fails, the
+        ones after it, the ``COMMIT`` too, do not run, and the transaction is
+        rolled back as usual.
+        """
         ops, self._ops = self._ops, []
         if not ops:
             return -1
+        if commit and not self.sqlite and not any(check for *_rest, check in ops):
+            ops.append(("COMMIT", (), False, False))
         dbapi = self.conn.connection.dbapi_connection
         assert dbapi is not None
         with _driver_errors(self.conn, ops[0][0], None):

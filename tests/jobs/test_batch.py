@@ -124,11 +124,11 @@ def test_a_write_that_fails_rolls_the_batch_back_and_its_jobs_run_one_by_one(
     flush = writer.Batch.flush
     flushes = [0]
 
-    def failing_once(self: writer.Batch) -> int:
+    def failing_once(self: writer.Batch, **options: Any) -> int:
         flushes[0] += 1
         if flushes[0] == 2:  # the writes of the first batch: a real error from PostgreSQL
             self.execute("INSERT INTO bpm_jobs (id) VALUES ({mark})", ["no-such-job"])
-        return flush(self)
+        return flush(self, **options)
 
     monkeypatch.setattr(writer.Batch, "flush", failing_once)
     engine.run_job(first_job(engine, ids[0]), owner="w1")
