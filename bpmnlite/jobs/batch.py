@@ -38,8 +38,7 @@ import sqlalchemy as sa
 
 from bpmnlite.command_env import CommandEnvironment
 from bpmnlite.dispatch import is_time_limit
-from bpmnlite.errors import Conflict, TaskStopped, UncaughtBpmnError
-from bpmnlite.jobs import control, failures
+from bpmnlite.jobs import control
 from bpmnlite.jobs.acquire import RUNNABLE
 from bpmnlite.runtime.runner import Runner
 from bpmnlite.store import repository
@@ -235,20 +234,7 @@ def _after_commit(engine: Engine, members: list[_Member], result: BatchResult, o
                 waiting = executor.due_jobs_of_instance(engine, instance_id, exclude=job_id)
                 engine._send([j for j in waiting if j not in runner.created_jobs and j not in result.not_run])
             continue
-        exc = member.error
-        assert exc is not None
-        if isinstance(exc, Conflict):
-            engine._send([job_id])
-            result.outcomes[job_id] = "conflict"
-        elif isinstance(exc, TaskStopped):
-            result.outcomes[job_id] = "stopped"
-        elif isinstance(exc, UncaughtBpmnError):
-            result.outcomes[job_id] = failures.record_failure(engine, job_id, exc, incident=True)
-        elif is_time_limit(exc) and not isinstance(exc, Exception):  # Dramatiq's interrupt itself
-            result.outcomes[job_id] = engine.job_timed_out(job_id, owner=owner)
-        else:
-            result.outcomes[job_id] = failures.record_failure(
-                engine, job_id, exc, incident=False, detail=member.detail, timed_out=is_time_limit(exc)
-            )
+        assert member.error is not None
+        result.outcomes[job_id] = executor.job_failed(engine, job_id, member.error, member.detail or "", owner)
     if engine.progress_board.deferred:
         engine.progress_board.flush()

@@ -217,23 +217,30 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
             with engine.db.begin() as conn:
                 conn.execute(_UNDISPATCH, {"job_id": job_id})
         return "skipped", []
-    except Conflict:
-        # another command changed the instance first: run again, without spending a retry
-        engine._send([job_id])
-        return "conflict", []
-    except TaskStopped:
-        return "stopped", []  # the instance is being cancelled; the cancel removes the job
-    except UncaughtBpmnError as err:
-        return failures.record_failure(engine, job_id, err, incident=True), []
-    except Exception as exc:  # any other failure: retry after a back-off, or an incident
-        timed_out = is_time_limit(exc)  # the interrupt may strike inside a DB call and be replaced
-        return failures.record_failure(engine, job_id, exc, incident=False, detail=traceback.format_exc(),
-                                       timed_out=timed_out), []
+    except Exception as exc:
+        return job_failed(engine, job_id, exc, traceback.format_exc(), owner), []
     if row.exclusive and row.instance_id is not None and may_wait(runner, row.instance_id):
         # jobs of the same instance that found it locked by this one
         waiting = due_jobs_of_instance(engine, row.instance_id, exclude=job_id)
         engine._send([j for j in waiting if j not in runner.created_jobs])
     return "done", list(runner.created_jobs)
+
+
+def job_failed(engine: Engine, job_id: str, exc: BaseException, detail: str, owner: str) -> str:
+    """What a job's failed command (already rolled back) comes to; returns the outcome."""
+    if isinstance(exc, Conflict):
+        # another command changed the instance first: run again, without spending a retry
+        engine._send([job_id])
+        return "conflict"
+    if isinstance(exc, TaskStopped):
+        return "stopped"  # the instance is being cancelled; the cancel removes the job
+    if isinstance(exc, UncaughtBpmnError):
+        return failures.record_failure(engine, job_id, exc, incident=True)
+    if not isinstance(exc, Exception):  # Dramatiq's time-limit interrupt itself
+        return engine.job_timed_out(job_id, owner=owner)
+    # any other failure: retry after a back-off, or an incident; the interrupt may strike inside
+    # a database call and be replaced by the driver's error
+    return failures.record_failure(engine, job_id, exc, incident=False, detail=detail, timed_out=is_time_limit(exc))
 
 
 def _claim(conn: Any, job_id: str, stamp: Any, postgres: bool) -> tuple[Any, Any]:

@@ -59,8 +59,6 @@ def to_json(value: Any) -> str:
     return json.dumps(value)
 
 
-_json = to_json
-
 
 def _sqlite_bool(value: Any) -> Any:
     return None if value is None else int(bool(value))
@@ -72,7 +70,7 @@ _TIME = object()  # marks DateTime columns: converted through the batch's memo
 def _converter(column: sa.Column[Any], sqlite: bool) -> Any:
     kind = column.type
     if isinstance(kind, sa.JSON):
-        return _json
+        return to_json
     if isinstance(kind, sa.DateTime):
         return _TIME
     if isinstance(kind, sa.Boolean):
