@@ -103,6 +103,7 @@ class VariableRecord:
     value: Any
     element_id: str | None
     at: datetime
+    seq: int  # orders an instance's changes (the row's id)
 
 
 @dataclass(slots=True)
@@ -113,7 +114,8 @@ class Effects:
     tasks: list[TaskRecord] = field(default_factory=list)
     subscriptions: list[SubscriptionRecord] = field(default_factory=list)
     activities: dict[str, ActivityRecord] = field(default_factory=dict)
-    ended_activities: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    # activity id -> (instance id, end, outcome), for rows written by an earlier command
+    ended_activities: dict[str, tuple[str, datetime, str]] = field(default_factory=dict)
     variables: list[VariableRecord] = field(default_factory=list)
     # tokens whose tasks, subscriptions and jobs are gone (the token moved, ended or was cancelled)
     # owner id -> the kinds of rows to drop: t tasks, s subscriptions, j jobs

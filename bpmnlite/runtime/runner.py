@@ -144,8 +144,9 @@ class Runner:
         target = inst.variables if token is None else inst.owner_of(token, name)
         target[name] = value
         self.effects.variables.append(
-            VariableRecord(inst.id, name, value, element_id or (token.node_id if token else None), self.now)
+            VariableRecord(inst.id, name, value, element_id or (token.node_id if token else None), self.now, self.seq)
         )
+        self.seq += 1
 
     def set_variables(
         self, inst: Instance, token: Token | None, values: dict[str, Any] | None, element_id: str | None = None
@@ -196,7 +197,7 @@ class Runner:
             record.ended_at = self.now
             record.outcome = outcome
         else:
-            self.effects.ended_activities[act] = (self.now, outcome)
+            self.effects.ended_activities[act] = (inst.id, self.now, outcome)
         if self._report_ended:
             self.effects.events.append(
                 (

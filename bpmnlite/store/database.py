@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine as SAEngine
 log = logging.getLogger("bpmnlite.store")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0001"
+HEAD = "0002"
 
 
 def connect(url: str, **kwargs: Any) -> SAEngine:

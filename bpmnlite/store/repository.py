@@ -234,17 +234,18 @@ def write_effects(
         for a in effects.activities.values()
     ])
     if effects.ended_activities:
-        by_outcome: dict[str, list[str]] = {}
-        for act_id, (_at, outcome) in effects.ended_activities.items():
-            by_outcome.setdefault(outcome, []).append(act_id)
-        for outcome, ids in by_outcome.items():
+        # rows of earlier commands, found by their key (instance, id)
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for act_id, (instance_id, _at, outcome) in effects.ended_activities.items():
+            grouped.setdefault((instance_id, outcome), []).append(act_id)
+        for (instance_id, outcome), ids in grouped.items():
             for chunk in _chunks(ids, 500):
                 where, params = b.in_list("id", chunk)
-                b.execute(f"UPDATE bpm_activity_history SET ended_at = {{mark}}, outcome = {{mark}} WHERE {where}",
-                          [at, outcome, *params])
+                b.execute("UPDATE bpm_activity_history SET ended_at = {mark}, outcome = {mark} "
+                          f"WHERE instance_id = {{mark}} AND {where}", [at, outcome, instance_id, *params])
     dumps = to_json
     b.insert_values(t.variable_history, _VARIABLE_COLUMNS, [
-        (v.instance_id, v.name, dumps(v.value), v.element_id, time(v.at)) for v in effects.variables
+        (v.instance_id, v.seq, v.name, dumps(v.value), v.element_id, time(v.at)) for v in effects.variables
     ])
     if own:
         b.flush()
@@ -252,7 +253,7 @@ def write_effects(
 
 _ACTIVITY_COLUMNS = ("id", "instance_id", "token_id", "element_id", "element_kind", "element_name",
                      "started_at", "ended_at", "outcome", "seq")
-_VARIABLE_COLUMNS = ("instance_id", "name", "value", "element_id", "at")
+_VARIABLE_COLUMNS = ("instance_id", "id", "name", "value", "element_id", "at")
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -80,8 +81,12 @@ instances = Table(
     Column("started_at", DateTime, nullable=False),
     Column("ended_at", DateTime),
     Index("ix_bpm_instances_state_key", "state", "process_key"),
-    Index("ix_bpm_instances_business_key", "business_key"),
-    Index("ix_bpm_instances_parent", "parent_instance_id"),
+    # most instances have neither: partial indexes leave them out (migration 0002)
+    Index("ix_bpm_instances_business_key", "business_key",
+          sqlite_where=text("business_key IS NOT NULL"), postgresql_where=text("business_key IS NOT NULL")),
+    Index("ix_bpm_instances_parent", "parent_instance_id",
+          sqlite_where=text("parent_instance_id IS NOT NULL"),
+          postgresql_where=text("parent_instance_id IS NOT NULL")),
 )
 
 tasks = Table(
@@ -149,11 +154,14 @@ jobs = Table(
     Index("ix_bpm_jobs_token", "token_id"),
 )
 
+# The two history tables are keyed (instance, id): an instance's history is one range of the
+# key, and each row costs one index entry, not two. On SQLite they are WITHOUT ROWID tables,
+# stored in that key's order (migration 0002).
 activity_history = Table(
     "bpm_activity_history",
     metadata,
+    Column("instance_id", String(ID), primary_key=True),
     Column("id", String(ID), primary_key=True),
-    Column("instance_id", String(ID), nullable=False),
     Column("token_id", String(ID), nullable=False),
     Column("element_id", String(255), nullable=False),
     Column("element_kind", String(32), nullable=False),
@@ -162,7 +170,7 @@ activity_history = Table(
     Column("ended_at", DateTime),
     Column("outcome", String(16)),
     Column("seq", BigInteger, nullable=False),
-    Index("ix_bpm_activity_history_instance", "instance_id"),
+    sqlite_with_rowid=False,
 )
 
 progress = Table(
@@ -185,11 +193,12 @@ progress = Table(
 variable_history = Table(
     "bpm_variable_history",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("instance_id", String(ID), nullable=False),
+    Column("instance_id", String(ID), primary_key=True),
+    # orders an instance's changes: the command's sequence number (as activity history's seq)
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
     Column("name", String(255), nullable=False),
     Column("value", JSON),
     Column("element_id", String(255)),
     Column("at", DateTime, nullable=False),
-    Index("ix_bpm_variable_history_instance", "instance_id"),
+    sqlite_with_rowid=False,
 )
