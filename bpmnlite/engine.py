@@ -52,6 +52,7 @@ from bpmnlite.runtime.runner import Runner
 from bpmnlite.runtime.state import FINAL_STATES, Instance, InstanceState, Wait
 from bpmnlite.store import database, repository
 from bpmnlite.store import tables as t
+from bpmnlite.store.connections import CommandConnections
 from bpmnlite.store.writer import Batch
 
 Clock = Callable[[], datetime]
@@ -132,6 +133,8 @@ class Engine:
         self.url = url
         self.db = database.connect(url)
         self.reader = database.reader(self.db)
+        # commands take a connection kept from the last one (store.connections)
+        self.connections = CommandConnections(self.db)
         if create_schema:
             database.upgrade(self.db)
         self.plugins = PluginRegistry(load_entry_points=load_entry_points, plugins=plugins)
@@ -163,6 +166,7 @@ class Engine:
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
+        self.connections.close()
         self.db.dispose()
 
     def __enter__(self) -> Engine:
@@ -201,7 +205,7 @@ class Engine:
         ``runner.created_jobs`` (or runs them).
         """
         try:
-            with self.db.begin() as conn:
+            with self.connections.begin() as conn:
                 env = CommandEnvironment(self, conn, self.trusted_scripts, self.max_steps, self.plugins.expression_functions, self.clock)
                 runner = Runner(env)
                 yield conn, runner

@@ -130,7 +130,7 @@ def run_batch(engine: Engine, job_ids: list[str], owner: str, extra: int) -> Bat
     result = BatchResult()
     members: list[_Member] = []
     try:
-        with engine.db.begin() as conn:
+        with engine.connections.begin() as conn:
             found = driver_query_all(conn, _CLAIM_BATCH, {"ids": job_ids, "now": stamp, "extra": extra})
             split = len(JOB_COLUMNS)
             seen: set[str] = set()

@@ -51,6 +51,8 @@ def connect(url: str, **kwargs: Any) -> SAEngine:
 
 PING_AFTER_IDLE = 10.0
 """Seconds a pooled connection may sit unused before its next checkout pings the server first."""
+IDLE_SINCE = "bpmnlite_idle_since"
+"""Key in a pooled connection's ``info``: when it was last given back (``time.monotonic()``)."""
 
 
 def _ping_when_idle(engine: SAEngine, after: float) -> None:
@@ -66,11 +68,11 @@ def _ping_when_idle(engine: SAEngine, after: float) -> None:
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info["bpmnlite_idle_since"] = time.monotonic()
+        record.info[IDLE_SINCE] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get("bpmnlite_idle_since")
+        since = record.info.get(IDLE_SINCE)
         if since is None or time.monotonic() - since < after:
             return
         try:
