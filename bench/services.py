@@ -14,12 +14,18 @@ Where the servers are (environment variables, with these defaults):
 Worker processes are real ``bpmnlite worker`` commands (``python -m bpmnlite.cli``)
 started with ``--plugin bench.bench_plugin``; they are stopped by pid with SIGTERM,
 as an operator would, and killed by pid only if they do not stop in time.
+
+Feeder processes (``Feeders``) start instances concurrently, as an application's
+web processes would: each is ``python -c "from bench.services import feed_main; ..."``
+with an ``Engine`` of its own, driven by one-word lines on its stdin and
+answering on its stdout; they are stopped the same way.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -29,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +332,189 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------- feeder processes
+def _say(word: str) -> None:
+    print(word, flush=True)
+
+
+def _expect(word: str) -> None:
+    line = sys.stdin.readline()
+    if line.strip() != word:  # '' when the bench went away: start nothing
+        raise SystemExit(f"feeder: expected {word!r} on stdin, got {line!r}")
+
+
+def feed_main(argv: list[str] | None = None) -> None:
+    """One feeder process of ``Feeders``: ``DB_URL BROKER_URL QUEUE KEY COUNT WARM``.
+
+    Builds its ``Engine`` (no connection yet) and says ``loaded``; on ``warm``
+    starts ``WARM`` instances of ``KEY`` and says ``ready``; on ``go`` starts
+    ``COUNT`` instances one at a time and says ``done <seconds>``, then closes
+    its engine and exits.
+    """
+    db_url, broker_url, queue, key, count, warm = sys.argv[1:] if argv is None else argv
+    from bench import bench_plugin
+    from bpmnlite import Engine
+
+    engine = Engine(
+        db_url, broker_url=broker_url, queue=queue, load_entry_points=False, plugins=[bench_plugin],
+        create_schema=False,
+    )
+    try:
+        _say("loaded")
+        _expect("warm")
+        for _ in range(int(warm)):
+            engine.start(key)
+        _say("ready")
+        _expect("go")
+        began = time.perf_counter()
+        for _ in range(int(count)):
+            engine.start(key)
+        _say(f"done {time.perf_counter() - began:.6f}")
+    finally:
+        engine.close()
+
+
+@dataclass
+class Feeders:
+    """``clients`` feeder processes that start ``instances`` of ``key`` between them, concurrently.
+
+    Each process has an ``Engine(db_url, broker_url=...)`` of its own and
+    starts its share one at a time, like one web process of an application.
+    ``start`` spawns them (they import and build their engine, touching
+    neither PostgreSQL nor Redis), ``send("warm")`` has each start ``warm``
+    instances, ``send("go")`` its share; ``wait_for`` waits, with a deadline,
+    until every one has said ``loaded``, ``ready`` or ``done``. They are
+    stopped by pid (SIGTERM, then SIGKILL) if they do not exit by themselves.
+    """
+
+    db_url: str
+    broker_url: str
+    queue: str
+    key: str
+    clients: int
+    instances: int  # in all, split between the clients
+    warm: int = 1  # warm-up starts per client, before "go"
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[Any] = field(default_factory=list)
+    _pending: list[bytes] = field(default_factory=list)
+    _lines: list[list[str]] = field(default_factory=list)
+    _open: list[bool] = field(default_factory=list)
+
+    def shares(self) -> list[int]:
+        base, extra = divmod(self.instances, self.clients)
+        return [base + (1 if i < extra else 0) for i in range(self.clients)]
+
+    def start(self) -> Feeders:
+        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        try:
+            for share in self.shares():
+                log = tempfile.NamedTemporaryFile(prefix="bpmnlite-bench-feeder-", suffix=".log", delete=False)
+                self._logs.append(log)
+                cmd = [
+                    sys.executable, "-c", "from bench.services import feed_main; feed_main()",
+                    self.db_url, self.broker_url, self.queue, self.key, str(share), str(self.warm),
+                ]
+                self.procs.append(subprocess.Popen(
+                    cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=str(ROOT)
+                ))
+                self._pending.append(b"")
+                self._lines.append([])
+                self._open.append(True)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log(self, i: int) -> str:
+        return Path(self._logs[i].name).read_text(errors="replace")
+
+    def _failed(self, i: int, what: str) -> BenchError:
+        proc = self.procs[i]
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return BenchError(f"feeder {i} {what} (exit status {proc.returncode}):\n{self.log(i)[-2000:]}")
+
+    def _pump(self, timeout: float) -> None:
+        """Read what the feeders said, waiting at most ``timeout`` seconds for something."""
+        fds = {proc.stdout.fileno(): i for i, proc in enumerate(self.procs) if self._open[i] and proc.stdout is not None}
+        if not fds:
+            return
+        readable, _, _ = select.select(list(fds), [], [], max(timeout, 0.0))
+        for fd in readable:
+            i = fds[fd]
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self._open[i] = False
+                continue
+            *lines, self._pending[i] = (self._pending[i] + chunk).split(b"\n")
+            self._lines[i] += [line.decode(errors="replace").strip() for line in lines]
+
+    def check(self) -> None:
+        """Raise if a feeder has exited with an error (reads what they said, without waiting)."""
+        self._pump(0)
+        for i, proc in enumerate(self.procs):
+            if proc.poll() not in (None, 0):
+                raise self._failed(i, "failed")
+
+    def wait_for(self, word: str, timeout: float) -> list[str]:
+        """Wait until every feeder has said ``word``; returns what followed it on each one's line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            said = [next((line for line in lines if line.split()[:1] == [word]), None) for lines in self._lines]
+            if all(line is not None for line in said):
+                return [line.partition(" ")[2] for line in said if line is not None]
+            for i, line in enumerate(said):
+                if line is None and not self._open[i]:
+                    raise self._failed(i, f"exited before saying {word!r}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"timed out after {timeout:.0f} s waiting for {self.clients} feeders to say {word!r}")
+            self._pump(min(left, 0.5))
+
+    def send(self, word: str) -> None:
+        """One line to every feeder, one after the other (microseconds apart)."""
+        data = f"{word}\n".encode()
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Wait for the feeders to exit (closing their stdin tells an idle one to); else SIGTERM, SIGKILL by pid."""
+        for proc in self.procs:
+            if proc.stdin is not None and not proc.stdin.closed:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass  # it has exited already
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        for log in self._logs:
+            log.close()
+            Path(log.name).unlink(missing_ok=True)
+        self._logs = []
+
+    def check_exit(self, what: str) -> None:
+        """After ``stop``: every feeder exited with status 0."""
+        bad = {i: proc.returncode for i, proc in enumerate(self.procs) if proc.returncode != 0}
+        if bad:
+            raise BenchError(f"{what}: feeders exited with {bad}")
 
 
 # ---------------------------------------------------------------- polling and checks
