@@ -166,12 +166,15 @@ def _first_batch(engine: Engine, job_id: str, owner: str) -> tuple[str, list[str
             return "skipped", []
         raise
     created = done.created
+    # the batch held the others it could not run while other workers' messages for them came and went:
+    # send them now, before this job runs alone, or they would wait for it (``maxConcurrent`` jobs of
+    # one element then ran one after another)
+    engine._send([j for j in done.not_run if j != job_id])
     if job_id in done.not_run:
         outcome, alone = _run_one(engine, job_id, owner, None, chained=False)
         created = created + alone
     else:
         outcome = done.outcomes.get(job_id, "skipped")  # not claimed: running elsewhere, gone, or not due
-    engine._send([j for j in done.not_run if j != job_id])
     return outcome, created
 
 

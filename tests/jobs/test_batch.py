@@ -270,3 +270,30 @@ def test_a_database_error_under_a_jobs_failure_breaks_the_batch_and_spends_no_ot
     assert [engine.instance(i).state for i in ids[1:]] == ["completed"] * 3
     (job,) = engine.jobs(instance_id=ids[0])
     assert (job.element_id, job.retries) == ("t0", 2)
+
+
+def test_jobs_a_batch_could_not_run_are_sent_before_the_messages_job_runs_alone(engine: Engine) -> None:
+    """A bug: the batch claimed three due maxConcurrent jobs, could run none, ran its message's job alone
+    and only then sent the other two, so they ran one after another, not side by side."""
+    sent_when_run: list[list[str]] = []
+    engine.register_plugin(_Seen(lambda: sent_when_run.append(list(engine.sent))))  # type: ignore[attr-defined]
+    engine.deploy(bpmn(
+        '<startEvent id="s"/><serviceTask id="t0" bpmnlite:type="seen" bpmnlite:async="true" '
+        'bpmnlite:maxConcurrent="3"/><endEvent id="e"/>' + chain("s", "t0", "e"),
+        "limited",
+    ))
+    ids = [engine.start("limited").id for _ in range(3)]
+    jobs = [first_job(engine, i) for i in ids]
+    engine.sent.clear()  # type: ignore[attr-defined]  # the starts' own messages
+    assert engine.run_job(jobs[0], owner="w1") == "done"
+    # when its handler ran, the other two were already on their way to other workers
+    assert len(sent_when_run) == 1 and sorted(sent_when_run[0]) == sorted(jobs[1:])
+
+
+class _Seen:
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    @hookimpl
+    def bpmnlite_task_types(self) -> dict[str, Any]:
+        return {"seen": lambda ctx: self.call()}

@@ -197,8 +197,10 @@ def test_at_most_three_run_at_once(pg_db: str) -> None:
     engine = Engine(pg_db)
     engine.deploy(MODEL)
     manager = Manager(engine, contract_seconds=0.2)
+    # all five are due before any worker runs: only the limit can keep them from running side by side
+    # (started one by one while workers run, a slow start could let the first end before the third began)
+    tasks = [manager.start_task("gold") for _ in range(5)]  # 0.6 s of work each
     with engine.worker(threads=6):
-        tasks = [manager.start_task("gold") for _ in range(5)]  # 0.6 s of work each
         wait_for(lambda: all(task_status(engine, t) == "done" for t in tasks), 60, "five tasks")
     assert peak(run_times(engine, tasks)) == 3
     engine.close()
