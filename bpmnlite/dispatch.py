@@ -336,6 +336,13 @@ class Dispatcher:
             self.running += 1
         self._local.in_actor = True
         try:
+            if self.engine.stopping.is_set():
+                # a stopping worker starts no new job (Dramatiq may still hand it messages while it
+                # shuts down): the job's row stays due, and a reconciler sends it to a worker that runs
+                from bpmnlite.jobs.executor import give_back  # it imports this module
+
+                give_back(self.engine, job_id)
+                return
             self.engine.run_job(job_id, owner=self.owner)
         except TimeLimitExceeded:
             self.engine.job_timed_out(job_id, owner=self.owner)

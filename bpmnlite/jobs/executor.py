@@ -76,6 +76,12 @@ SELECT {", ".join(f"j.{name}" for name in _JOB_COLUMNS)}, {", ".join(f"i.{name}"
 _UNDISPATCH = _JOBS.update().where(_JOBS.c.id == sa.bindparam("job_id")).values(dispatched_at=None)
 
 
+def give_back(engine: Engine, job_id: str) -> None:
+    """Leave a job unstarted for another worker: the reconciler sends it again at its next tick."""
+    with engine.db.begin() as conn:
+        conn.execute(_UNDISPATCH, {"job_id": job_id})
+
+
 class _NotRun(Exception):
     """Leaves the job's transaction without running it (nothing was written)."""
 

@@ -40,6 +40,7 @@ class Jobs:
     def __init__(self) -> None:
         self.ran: list[str] = []
         self._changed = threading.Condition()
+        self.stopping = threading.Event()  # as Engine.stopping: these workers never stop mid-test
 
     def run_job(self, job_id: str, owner: str) -> str:
         with self._changed:
