@@ -6,10 +6,11 @@ import copy
 import decimal
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
-from bpmnlite_script import Limits, PythonScript
+from bpmnlite_script import Limits, PythonScript, budget, compiler
 from bpmnlite_script.compiler import compile_script
 
 from bpmnlite.errors import BpmnError, ScriptError
@@ -160,6 +161,38 @@ def test_a_syntax_error_names_the_line(python: PythonScript) -> None:
 def test_scripts_are_compiled_once() -> None:
     assert compile_script("x = x + 1", False) is compile_script("x = x + 1", False)
     assert compile_script("x = x + 1", True) is not compile_script("x = x + 1", False)
+
+
+def test_a_script_compiled_by_several_threads_at_once_is_one_object() -> None:
+    script = f"x = {time.monotonic_ns()}  # not compiled before"
+    start = threading.Barrier(8)
+    results: list[Any] = []
+
+    def compile_it(trusted: bool) -> None:
+        start.wait()
+        results.append((trusted, compile_script(script, trusted)))
+
+    threads = [threading.Thread(target=compile_it, args=(i % 2 == 0,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for trusted in (False, True):
+        assert {id(c) for t, c in results if t is trusted} == {id(compile_script(script, trusted))}
+    assert compile_script(script, False).names is not None and compile_script(script, True).names is None
+
+
+def test_the_compile_cache_keeps_the_scripts_compiled_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiler, "COMPILE_CACHE_SIZE", 3)
+    scripts = [f"v = {i}  # eviction {time.monotonic_ns()}" for i in range(5)]
+
+    first = [compile_script(s, False) for s in scripts]
+
+    assert len(compiler.compiled_sandboxed) == 3
+    assert all(compile_script(s, False) is c for s, c in zip(scripts[2:], first[2:], strict=True))
+    assert compile_script(scripts[0], False) is not first[0]  # evicted, compiled again
+    assert PythonScript().run(scripts[0], {}, trusted=False, element_id=ELEMENT) == {"v": 0}
 
 
 # ---------------------------------------------------------------------- refusals
@@ -337,6 +370,122 @@ def test_runs_in_other_threads_keep_their_own_budget() -> None:
 
     assert results == [{"x": i + 1} for i in range(200)]
     assert len(errors) == 1 and "element 'Loop': script stopped" in str(errors[0])
+
+
+# A run reuses its thread's Budget object and decimal context: these show that each run
+# still starts with a fresh budget, per thread, also after a refusal and inside another run.
+COUNT_6000_LINES = "n = 0\nwhile n < 3000:\n    n = n + 1"  # fits a budget of 10,000 lines once, not twice
+
+
+def test_a_run_after_a_stopped_or_refused_run_starts_with_a_fresh_budget() -> None:
+    python = PythonScript(limits=Limits(lines=10_000, time=0.3))
+    refused = [
+        ("while True: pass", "stopped at line 1: it executed more than 10,000 lines"),
+        ("import time\nwhile True: time.sleep(0.001)", "import of 'time' is not allowed"),
+        ("n = 0\nwhile True:\n    n = n + 1\n    s = 'ab' * 10**10", "'*' on a str would have"),
+        ("while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass", "stopped"),
+    ]
+    slow = "xs = list(range(1000000))\nwhile True:\n    total = sum(xs)"  # few lines, much time
+
+    for script, reason in [*refused, (slow, "ran longer than its time budget of 0.3 s")]:
+        with pytest.raises(ScriptError, match="script (stopped|refused)") as caught:
+            python.run(script, {}, trusted=False, element_id="Bad")
+        assert reason in str(caught.value)
+
+        # Lines, deadline and refusal are new: a finally block re-checks the refusal.
+        script = COUNT_6000_LINES + "\ntry:\n    ok = 1\nfinally:\n    done = 2"
+        assert python.run(script, {}, trusted=False, element_id=ELEMENT) == {"n": 3000, "ok": 1, "done": 2}
+        assert python.run(COUNT_6000_LINES, {}, trusted=False, element_id=ELEMENT) == {"n": 3000}
+
+    runs = budget.local.runs
+    assert runs.budget is None
+    assert runs.spare is not None and runs.spare.refusal is None  # a refusal's traceback is not kept alive
+
+
+def test_a_restarted_budget_is_like_a_new_one() -> None:
+    runs = budget.ThreadRuns()
+    first, previous = runs.start(Limits(), "A", frozenset({"math"}))
+    assert previous is None and runs.budget is first
+    for name in ("lines", "charged", "unchecked", "baseline"):
+        setattr(first, name, 123_456_789)
+    first.refuse("no", stopped=True)
+    first.deadline = 0.0
+    runs.finish(first, previous)
+    assert runs.budget is None and runs.spare is first
+
+    limits = Limits(time=1.5)
+    second, previous = runs.start(limits, "B", frozenset())
+    fresh = budget.Budget(limits, "B", frozenset())
+
+    assert second is first and previous is None and runs.spare is None
+    for name in budget.Budget.__slots__:
+        if name not in ("deadline", "tracer", "_line_tracer"):
+            assert getattr(second, name) == getattr(fresh, name), name
+    assert abs(second.deadline - fresh.deadline) < 0.5
+    assert second.tracer == first.trace_call
+
+    # A nested run gets its own Budget object; the outer one is current again after it.
+    inner, outer = runs.start(Limits(), "C", frozenset())
+    assert inner is not second and outer is second and runs.budget is inner
+    runs.finish(inner, outer)
+    assert runs.budget is second
+    runs.finish(second, None)
+    assert runs.budget is None
+
+
+def test_runs_in_several_threads_at_once_get_fresh_budgets_and_their_own_decimal_limits() -> None:
+    tight = PythonScript(limits=Limits(lines=10_000, int_bits=1_000))  # Decimal exponents up to 301
+    loose = PythonScript()
+    overflow = "import decimal\nd = decimal.Decimal('1e200') * decimal.Decimal('1e200')"
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+    spares: list[budget.Budget | None] = []
+
+    def work(k: int) -> None:
+        try:
+            start.wait()
+            for _ in range(15):
+                with pytest.raises(ScriptError, match=f"element 'Loop{k}': script stopped at line 1"):
+                    tight.run("while True: pass", {}, trusted=False, element_id=f"Loop{k}")
+                assert tight.run(COUNT_6000_LINES, {}, trusted=False, element_id=f"Count{k}") == {"n": 3000}
+                with pytest.raises(ScriptError, match=f"element 'Big{k}': script failed: Overflow"):
+                    tight.run(overflow, {}, trusted=False, element_id=f"Big{k}")
+                assert loose.run(overflow, {}, trusted=False, element_id=f"Big{k}") == {"d": decimal.Decimal("1e400")}
+            spares.append(budget.local.runs.spare)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not failures, failures
+    assert len({id(spare) for spare in spares}) == 4 and None not in spares
+
+
+def test_a_run_nested_in_a_run_has_its_own_budget() -> None:
+    python = PythonScript(limits=Limits(lines=10_000))
+
+    class Runner:
+        """Runs another script task from inside a script, as an object's method could."""
+
+        def run(self, script: str) -> Any:
+            try:
+                return dict(python.run(script, {}, trusted=False, element_id="Inner"))
+            except ScriptError as exc:
+                return str(exc)
+
+    trace = sys.gettrace()
+    script = "a = runner.run('while True: pass')\nb = runner.run('y = 2')\n" + COUNT_6000_LINES
+    result = python.run(script, {"runner": Runner()}, trusted=False, element_id="Outer")
+
+    assert result["a"] == "element 'Inner': script stopped at line 1: it executed more than 10,000 lines"
+    assert result["b"] == {"y": 2} and result["n"] == 3000
+    with pytest.raises(ScriptError, match="element 'Outer': script stopped at line 2: it executed more than"):
+        python.run("b = runner.run('y = 2')\nwhile True: pass", {"runner": Runner()}, trusted=False, element_id="Outer")
+    assert budget.current() is None and sys.gettrace() is trace
 
 
 def test_generators_cannot_hold_blocks_that_would_run_after_the_run(python: PythonScript) -> None:

@@ -94,19 +94,33 @@ class Budget:
         "_line_tracer",
     )
 
+    limits: Limits
+    element_id: str
+    allowed_modules: frozenset[str]
+    lines: int
+    deadline: float
+    refusal: Refusal | None
+    charged: int
+    unchecked: int
+    baseline: int | None
+
     def __init__(self, limits: Limits, element_id: str, allowed_modules: frozenset[str]) -> None:
+        # The one object passed to sys.settrace, so check() can tell whether it is still installed.
+        self.tracer: _Tracer = self.trace_call
+        self._line_tracer: _Tracer = self.trace_line
+        self.restart(limits, element_id, allowed_modules)
+
+    def restart(self, limits: Limits, element_id: str, allowed_modules: frozenset[str]) -> None:
+        """Start a new run on this object: all it counted and recorded before is forgotten."""
         self.limits = limits
         self.element_id = element_id
         self.allowed_modules = allowed_modules
         self.lines = 0
         self.deadline = time.monotonic() + limits.time
-        self.refusal: Refusal | None = None
+        self.refusal = None
         self.charged = 0
         self.unchecked = 0
-        self.baseline: int | None = None
-        # The one object passed to sys.settrace, so check() can tell whether it is still installed.
-        self.tracer: _Tracer = self.trace_call
-        self._line_tracer: _Tracer = self.trace_line
+        self.baseline = None
 
     def refuse(self, reason: str, *, stopped: bool = False) -> Refusal:
         """Record and return the refusal; later ``check()`` calls re-raise it."""
@@ -129,9 +143,10 @@ class Budget:
 
     def trace_call(self, frame: FrameType, event: str, arg: Any) -> _Tracer | None:
         """Global trace function: count lines everywhere but in the guards, so they stay cheap."""
-        if frame.f_code.co_filename.startswith(_UNTRACED):
-            return None
-        return self._line_tracer
+        filename = frame.f_code.co_filename
+        if filename == SCRIPT_FILENAME or not filename.startswith(_UNTRACED):
+            return self._line_tracer
+        return None
 
     def trace_line(self, frame: FrameType, event: str, arg: Any) -> _Tracer | None:
         """Local trace function of script frames.
@@ -140,8 +155,8 @@ class Budget:
         the refusal is also recorded for ``check()``.
         """
         if event == "line":
-            self.lines += 1
-            if not self.lines & _TIME_CHECK_MASK:
+            lines = self.lines = self.lines + 1
+            if not lines & _TIME_CHECK_MASK:
                 self._periodic()
         return self._line_tracer
 
@@ -187,27 +202,67 @@ class Budget:
             )
 
 
-class _Current(threading.local):
-    budget: Budget | None = None
+class ThreadRuns:
+    """The sandboxed runs of one thread: the current one's budget, and what the runs reuse.
+
+    One object per thread, reached with one thread-local lookup per run (such
+    lookups cost about as much as the rest of starting a run). Only its own
+    thread uses it, so it needs no lock.
+
+    Attributes:
+        budget: the budget of the run in progress in this thread, or None.
+        spare: a Budget object of a finished run, for the next run to restart
+            instead of allocating one; None while a run uses it.
+        decimal: this thread's decimal context for scripts and the limits it
+            was made for, kept by ``modules.decimal_context``.
+    """
+
+    __slots__ = ("budget", "spare", "decimal")
+
+    def __init__(self) -> None:
+        self.budget: Budget | None = None
+        self.spare: Budget | None = None
+        self.decimal: tuple[Limits, Any] | None = None
+
+    def start(self, limits: Limits, element_id: str, allowed_modules: frozenset[str]) -> tuple[Budget, Budget | None]:
+        """Begin a run with a fresh budget, made the current one; returns it and the previous one, for ``finish``.
+
+        The run takes the spare Budget object and restarts it; a run nested in
+        another one (the spare is taken then) gets a new one.
+        """
+        previous = self.budget
+        run = self.spare
+        if run is None:
+            run = Budget(limits, element_id, allowed_modules)
+        else:
+            self.spare = None
+            run.restart(limits, element_id, allowed_modules)
+        self.budget = run
+        return run, previous
+
+    def finish(self, run: Budget, previous: Budget | None) -> None:
+        """End the run ``start`` began: ``previous`` is the current budget again, ``run`` the spare."""
+        self.budget = previous
+        # A refusal holds its traceback, and so the script's frames: the spare must not keep them alive.
+        run.refusal = None
+        self.spare = run
 
 
-_current = _Current()
+class _Local(threading.local):
+    runs: ThreadRuns
+
+    def __init__(self) -> None:
+        # Called in each thread the first time it reads local.runs.
+        self.runs = ThreadRuns()
+
+
+local = _Local()
+"""``local.runs`` is this thread's ThreadRuns (read it once per run: each read is a thread-local lookup)."""
 
 
 def current() -> Budget | None:
     """The budget of the sandboxed run in this thread, or None outside one."""
-    return _current.budget
-
-
-def enter(budget: Budget) -> Budget | None:
-    """Make ``budget`` this thread's current one; returns the previous one for ``leave``."""
-    previous = _current.budget
-    _current.budget = budget
-    return previous
-
-
-def leave(previous: Budget | None) -> None:
-    _current.budget = previous
+    return local.runs.budget
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

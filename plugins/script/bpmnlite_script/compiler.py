@@ -7,8 +7,8 @@ by script text and trust; a benchmark's ``x = x + 1`` compiles once.
 from __future__ import annotations
 
 import ast
-import functools
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType
@@ -20,7 +20,7 @@ from RestrictedPython.transformer import IOPERATOR_TO_STR, RestrictingNodeTransf
 from bpmnlite_script.budget import SCRIPT_FILENAME
 
 COMPILE_CACHE_SIZE = 1024
-"""Compiled scripts kept; a deployment rarely has more distinct scripts."""
+"""Compiled scripts kept (per trust level); a deployment rarely has more distinct scripts."""
 
 # Operators that can turn small operands into a huge result, and their guards.
 _GUARDED_BINOPS: dict[type[ast.operator], str] = {
@@ -50,9 +50,34 @@ class Compiled:
     names: frozenset[str] | None = None
 
 
-@functools.lru_cache(maxsize=COMPILE_CACHE_SIZE)
+compiled_sandboxed: dict[str, Compiled] = {}
+compiled_trusted: dict[str, Compiled] = {}
+"""What ``compile_script`` compiled, by script text and trust.
+
+Read them directly where even a function call is a noticeable part of the
+cost (a hit is one dict lookup); only ``compile_script`` adds to them.
+"""
+_compiled_lock = threading.Lock()
+
+
 def compile_script(script: str, trusted: bool) -> Compiled:
-    """Compile once per distinct script; a refused or broken script is cached as such too."""
+    """Compile once per distinct script; a refused or broken script is cached as such too.
+
+    Each trust level keeps the ``COMPILE_CACHE_SIZE`` scripts compiled last.
+    """
+    cache = compiled_trusted if trusted else compiled_sandboxed
+    compiled = cache.get(script)
+    if compiled is None:
+        compiled = _compile(script, trusted)
+        with _compiled_lock:
+            # Another thread may have compiled it meanwhile: every caller gets the same object.
+            compiled = cache.setdefault(script, compiled)
+            while len(cache) > COMPILE_CACHE_SIZE:
+                del cache[next(iter(cache))]
+    return compiled
+
+
+def _compile(script: str, trusted: bool) -> Compiled:
     try:
         tree = ast.parse(script, SCRIPT_FILENAME, "exec")
     except (SyntaxError, ValueError) as exc:

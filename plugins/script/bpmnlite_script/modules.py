@@ -16,7 +16,6 @@ import json
 import math
 import random
 import statistics
-import threading
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
@@ -41,28 +40,25 @@ def _make_decimal(value: Any = "0", *args: Any) -> decimal.Decimal:
     return result
 
 
-class _DecimalContexts(threading.local):
-    limits: Limits | None = None
-    context: decimal.Context | None = None
-
-
-_decimal_contexts = _DecimalContexts()
-
-
-def decimal_context(run_limits: Limits) -> decimal.Context:
+def decimal_context(run_limits: Limits, runs: budget.ThreadRuns) -> decimal.Context:
     """This thread's decimal context for scripts: default precision, exponents bounded like integers.
 
     Decimal arithmetic otherwise reaches exponents of 999,999, and turning such
-    a number into an int runs in C for half a minute. One context per thread,
-    reused with its flags cleared, keeps this off the hot path's bill.
+    a number into an int runs in C for half a minute. One context per thread
+    (kept in the thread's ``runs``), reused with its flags cleared, keeps this
+    off the hot path's bill.
     """
-    cached = _decimal_contexts
-    if cached.context is None or (cached.limits is not run_limits and cached.limits != run_limits):
-        digits = int(run_limits.int_bits * 0.30103)
-        cached.context = decimal.Context(prec=28, Emax=digits, Emin=-digits)
-        cached.limits = run_limits
-    cached.context.clear_flags()
-    return cached.context
+    cached = runs.decimal
+    if cached is None or cached[0] is not run_limits:
+        if cached is None or cached[0] != run_limits:
+            digits = int(run_limits.int_bits * 0.30103)
+            cached = (run_limits, decimal.Context(prec=28, Emax=digits, Emin=-digits))
+        else:
+            cached = (run_limits, cached[1])  # equal limits: the next run compares them by identity
+        runs.decimal = cached
+    context: decimal.Context = cached[1]
+    context.clear_flags()
+    return context
 
 
 class ModuleView:

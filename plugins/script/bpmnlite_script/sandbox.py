@@ -14,15 +14,16 @@ import decimal
 import functools
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from decimal import getcontext, setcontext
 from fractions import Fraction
 from types import BuiltinFunctionType, CodeType, FunctionType, GeneratorType, MethodType, ModuleType, TracebackType
 from typing import Any
 
 from bpmnlite.errors import BpmnError, ScriptError
 from bpmnlite_script import budget
-from bpmnlite_script.budget import SCRIPT_FILENAME, Budget, Limits, Refusal
-from bpmnlite_script.compiler import compile_script
+from bpmnlite_script.budget import SCRIPT_FILENAME, Limits, Refusal
+from bpmnlite_script.compiler import compile_script, compiled_sandboxed, compiled_trusted
 from bpmnlite_script.guards import GuardedType
 from bpmnlite_script.modules import DEFAULT_ALLOWED_MODULES, ModuleView, decimal_context
 from bpmnlite_script.names import SAFE_BUILTINS
@@ -87,7 +88,8 @@ class PythonScript:
                 element and the line.
             BpmnError: raised by the script, unchanged.
         """
-        compiled = compile_script(script, trusted)
+        # The cache lookup of compile_script, inline.
+        compiled = (compiled_trusted if trusted else compiled_sandboxed).get(script) or compile_script(script, trusted)
         if compiled.code is None:
             raise ScriptError(compiled.problem or "script refused", element_id=element_id, line=compiled.line)
         namespace: dict[str, Any] = {
@@ -95,44 +97,55 @@ class PythonScript:
             "__name__": "<script>",
         }
         names = compiled.names
+        # Immutable values are shared without calling private_copy (most variables are).
         if names is None:
             for name, value in variables.items():
-                namespace[name] = private_copy(value)
+                namespace[name] = value if type(value) in _IMMUTABLE else private_copy(value)
         else:
             # Only the variables the script names can be read or changed by it; the
             # others are neither copied nor compared (a 50-variable instance, one used).
             for name in names:
                 if name in variables:
-                    namespace[name] = private_copy(variables[name])
+                    value = variables[name]
+                    namespace[name] = value if type(value) in _IMMUTABLE else private_copy(value)
+        code = compiled.code
         if trusted:
-            _execute(compiled.code, namespace, element_id)
+            _execute(code, namespace, element_id)
             return _assigned(namespace, variables)
         try:
-            self._run_sandboxed(compiled.code, namespace, element_id)
+            # The sandbox, inline (this runs for every script task): a fresh budget made
+            # current, the scripts' decimal context and the tracer, all restored after.
+            limits = self.limits
+            runs = budget.local.runs
+            script_context = decimal_context(limits, runs)
+            old_context = getcontext()
+            old_trace = sys.gettrace()
+            run, previous = runs.start(limits, element_id, self.allowed_modules)
+            try:
+                setcontext(script_context)
+                _execute(code, namespace, element_id, run.tracer)
+            finally:
+                sys.settrace(old_trace)
+                setcontext(old_context)
+                runs.finish(run, previous)
             return _assigned(namespace, variables)
         finally:
             # Functions the script defined refer to the namespace, which refers to
             # them: free that cycle now rather than at some later garbage collection.
             namespace.clear()
 
-    def _run_sandboxed(self, code: CodeType, namespace: dict[str, Any], element_id: str) -> None:
-        limits = self.limits
-        run = Budget(limits, element_id, self.allowed_modules)
-        previous = budget.enter(run)
-        old_context = decimal.getcontext()
-        decimal.setcontext(decimal_context(limits))
-        old_trace = sys.gettrace()
-        sys.settrace(run.tracer)
-        try:
-            _execute(code, namespace, element_id)
-        finally:
-            sys.settrace(old_trace)
-            decimal.setcontext(old_context)
-            budget.leave(previous)
 
+def _execute(
+    code: CodeType, namespace: dict[str, Any], element_id: str, tracer: Callable[..., Any] | None = None
+) -> None:
+    """``exec`` with every way out turned into a ScriptError naming the element and line.
 
-def _execute(code: CodeType, namespace: dict[str, Any], element_id: str) -> None:
-    """``exec`` with every way out turned into a ScriptError naming the element and line."""
+    ``tracer`` (a sandboxed run's) is installed here, just before the script
+    starts, so that it is not also called for this function's frame; the
+    caller restores the previous one.
+    """
+    if tracer is not None:
+        sys.settrace(tracer)
     try:
         exec(code, namespace)
     except BpmnError:
@@ -193,12 +206,14 @@ def _fast_copy(value: Any, depth: int) -> Any:
         return value
     if depth == 0:
         raise _NotPlain
+    # Immutable items are taken as they are, without a call (_fast_copy would return them).
+    depth -= 1
     if kind is list:
-        return [_fast_copy(item, depth - 1) for item in value]
+        return [item if type(item) in _IMMUTABLE else _fast_copy(item, depth) for item in value]
     if kind is dict:
-        return {key: _fast_copy(item, depth - 1) for key, item in value.items()}
+        return {key: item if type(item) in _IMMUTABLE else _fast_copy(item, depth) for key, item in value.items()}
     if kind is tuple:
-        return tuple(_fast_copy(item, depth - 1) for item in value)
+        return tuple([item if type(item) in _IMMUTABLE else _fast_copy(item, depth) for item in value])
     raise _NotPlain
 
 
@@ -207,18 +222,16 @@ def _assigned(namespace: Mapping[str, Any], before: Mapping[str, Any]) -> dict[s
     for name, value in namespace.items():
         if name[:1] == "_" or type(value) not in _IMMUTABLE and isinstance(value, _NOT_DATA):
             continue
-        if name in before and not _differs(value, before[name]):
-            continue
+        if name in before:
+            # Unchanged if the same object, or an equal one of the same type (inline: this runs per name and run).
+            old = before[name]
+            if old is value:
+                continue
+            if type(old) is type(value):
+                try:
+                    if value == old:
+                        continue
+                except Exception:
+                    pass  # cannot tell: report it as changed
         changed[name] = value
     return changed
-
-
-def _differs(new: Any, old: Any) -> bool:
-    if new is old:
-        return False
-    if type(new) is not type(old):
-        return True
-    try:
-        return not bool(new == old)
-    except Exception:
-        return True
