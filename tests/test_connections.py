@@ -127,3 +127,27 @@ def test_a_connection_that_idled_is_pinged_and_replaced_when_dead(pg_url: str) -
         assert len(engine.instances()) == 2
     finally:
         engine.close()
+
+
+def test_a_forked_child_does_not_use_its_parents_kept_connection(sqlite_engine: Engine) -> None:
+    import os
+
+    sqlite_engine.start("p", {"y": 1})
+    (kept,) = sqlite_engine.connections._idle
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it would reuse, then run a command of its own
+        try:
+            inherited = len(sqlite_engine.connections._idle)
+            sqlite_engine.start("p", {"y": 1})
+            os.write(write, f"{inherited} {len(sqlite_engine.instances())}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == "0 2"  # nothing inherited to reuse; its command committed through its own connection
+    assert sqlite_engine.connections._idle[0][0] is kept[0]  # the parent's is still the parent's
+    assert sqlite_engine.start("p", {"y": 1}).state == "completed"
+    assert len(sqlite_engine.instances()) == 3

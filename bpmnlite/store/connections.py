@@ -16,12 +16,17 @@ What it keeps is safe to reuse:
 * no more than ``keep`` are held, at most the pool's size: the pool's
   overflow is always left for everything else;
 * ``close()`` (``Engine.close``) closes them all; one in use is closed when
-  its command ends.
+  its command ends;
+* a forked child forgets the ones it inherited (they are its parent's
+  connections: sharing a socket or a SQLite handle corrupts both sides) and
+  checks out its own.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,6 +46,7 @@ class CommandConnections:
         self.max_idle = max_idle
         self.closed = False
         self._idle: list[tuple[Connection, float]] = []
+        _ALL.add(self)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -81,3 +87,15 @@ class CommandConnections:
             self._idle.append((conn, time.monotonic()))
         else:
             conn.close()
+
+
+_ALL: weakref.WeakSet[CommandConnections] = weakref.WeakSet()
+
+
+def _forget_inherited() -> None:
+    for connections in list(_ALL):
+        connections._idle = []  # not closed: closing would end the parent's sessions too
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited)
