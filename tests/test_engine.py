@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
-from bpmnlite import Engine, ExecutionError, ModelError, NotFound
+from bpmnlite import Engine, ExecutionError, ModelError, NotFound, hookimpl
 
 from .bpmn import bpmn, chain, flow
-from .conftest import Recorder
+from .conftest import Clock, Recorder
 
 STRAIGHT = bpmn(
     """
@@ -145,6 +148,33 @@ def test_service_task_and_variables_history(engine: Engine, recorder: Recorder) 
     assert recorder.calls == ["a", "b"]
     changes = [(v.name, v.value, v.element_id) for v in engine.variable_history(inst.id)]
     assert changes == [("trace", ["a"], "a"), ("trace", ["a", "b"], "b")]
+
+
+def test_history_times_include_the_time_a_handler_took(db_url: str, clock: Clock) -> None:
+    """A bug: every row of a command carried the command's start time, so a service task whose
+    handler took 5 s showed no duration, and the next element seemed to start before it ended."""
+
+    class Slow:
+        @hookimpl
+        def bpmnlite_task_types(self) -> dict[str, Any]:
+            return {"slow": lambda ctx: clock.advance(seconds=5)}  # the handler's 5 s
+
+    engine = Engine(db_url, plugins=[Slow()], load_entry_points=False, clock=clock)
+    try:
+        engine.deploy(bpmn(
+            '<startEvent id="s"/><serviceTask id="a" bpmnlite:type="slow" bpmnlite:async="true"/>'
+            '<userTask id="u"/><endEvent id="e"/>' + chain("s", "a", "u", "e")
+        ))
+        inst = engine.start("p")
+        began = clock.now
+        clock.advance(seconds=2)  # the job waits 2 s in the queue
+        assert engine.run_jobs() == 1
+        rows = {a.element_id: a for a in engine.history(inst.id)}
+        assert rows["a"].started_at == began
+        assert rows["a"].ended_at == began + timedelta(seconds=7)  # queued 2 s, ran 5 s
+        assert rows["u"].started_at == began + timedelta(seconds=7)
+    finally:
+        engine.close()
 
 
 def test_unknown_things_are_not_found(engine: Engine) -> None:

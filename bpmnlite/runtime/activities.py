@@ -110,6 +110,9 @@ def _service(runner: Runner, inst: Instance, token: Token, node: FlowNode) -> No
         stop_requested=lambda: runner.env.stop_requested(inst.id),
     )
     result = handler(ctx)
+    # a handler may take seconds (a call to another system): what follows in this command (the
+    # task's end, the next elements) happened after it, not at the command's start
+    runner.now = runner.env.now()
     if node.result_variable and result is not None:
         write(node.result_variable, result)
     runner.complete(inst, token)
