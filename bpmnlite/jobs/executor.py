@@ -223,8 +223,7 @@ def _run_one(engine: Engine, job_id: str, owner: str, now: datetime | None, *,
             return _run_limited(engine, job_id, owner, now, stop.row), []
         if stop.outcome == "busy":
             # the running job usually sends it when it ends (``may_wait``); the reconciler is the backstop
-            with engine.db.begin() as conn:
-                conn.execute(_UNDISPATCH, {"job_id": job_id})
+            give_back(engine, job_id)
         return "skipped", []
     except Exception as exc:
         return job_failed(engine, job_id, exc, traceback.format_exc(), owner), []
