@@ -177,6 +177,33 @@ def test_history_times_include_the_time_a_handler_took(db_url: str, clock: Clock
         engine.close()
 
 
+def test_a_row_of_an_earlier_command_ends_at_its_own_time_not_the_commands_last(db_url: str, clock: Clock) -> None:
+    """A bug: an activity begun by an earlier command was ended with the time the rows were written,
+    so when a later handler of the same command took 5 s, the first task ended 5 s too late."""
+
+    class Slow:
+        @hookimpl
+        def bpmnlite_task_types(self) -> dict[str, Any]:
+            return {"slow": lambda ctx: clock.advance(seconds=5)}
+
+    engine = Engine(db_url, plugins=[Slow()], load_entry_points=False, clock=clock)
+    try:
+        engine.deploy(bpmn(
+            '<startEvent id="s"/><serviceTask id="a" bpmnlite:type="slow" bpmnlite:async="true"/>'
+            '<serviceTask id="b" bpmnlite:type="slow"/><userTask id="u"/><endEvent id="e"/>'
+            + chain("s", "a", "b", "u", "e")
+        ))
+        inst = engine.start("p")
+        began = clock.now
+        assert engine.run_jobs() == 1  # a's job runs a (5 s), then b (5 s), in one command
+        rows = {r.element_id: r for r in engine.history(inst.id)}
+        assert rows["a"].ended_at == began + timedelta(seconds=5)
+        assert rows["b"].started_at == began + timedelta(seconds=5)
+        assert rows["b"].ended_at == began + timedelta(seconds=10)
+    finally:
+        engine.close()
+
+
 def test_unknown_things_are_not_found(engine: Engine) -> None:
     with pytest.raises(NotFound):
         engine.instance("nope")

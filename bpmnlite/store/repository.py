@@ -234,15 +234,16 @@ def write_effects(
         for a in effects.activities.values()
     ])
     if effects.ended_activities:
-        # rows of earlier commands, found by their key (instance, id)
-        grouped: dict[tuple[str, str], list[str]] = {}
-        for act_id, (instance_id, _at, outcome) in effects.ended_activities.items():
-            grouped.setdefault((instance_id, outcome), []).append(act_id)
-        for (instance_id, outcome), ids in grouped.items():
+        # rows of earlier commands, found by their key (instance, id), each ended at its own time
+        grouped: dict[tuple[str, datetime, str], list[str]] = {}
+        for act_id, (instance_id, ended_at, outcome) in effects.ended_activities.items():
+            grouped.setdefault((instance_id, ended_at, outcome), []).append(act_id)
+        for (instance_id, ended_at, outcome), ids in grouped.items():
             for chunk in _chunks(ids, 500):
                 where, params = b.in_list("id", chunk)
                 b.execute("UPDATE bpm_activity_history SET ended_at = {mark}, outcome = {mark} "
-                          f"WHERE instance_id = {{mark}} AND {where}", [at, outcome, instance_id, *params])
+                          f"WHERE instance_id = {{mark}} AND {where}",
+                          [time(ended_at), outcome, instance_id, *params])
     dumps = to_json
     b.insert_values(t.variable_history, _VARIABLE_COLUMNS, [
         (v.instance_id, v.seq, v.name, dumps(v.value), v.element_id, time(v.at)) for v in effects.variables
