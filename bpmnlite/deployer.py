@@ -32,6 +32,7 @@ from bpmnlite.runtime.listeners import execution_listeners, listener_target
 from bpmnlite.runtime.state import new_id
 from bpmnlite.store import repository
 from bpmnlite.store import tables as t
+from bpmnlite.store.writer import driver_query_one
 from bpmnlite.validation import validate
 
 if TYPE_CHECKING:
@@ -321,11 +322,13 @@ class Deployer:
         if version is None:
             # straight to the driver: start() asks on every call, and always the database (a version
             # deployed by another process counts at once)
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            mark = "?" if conn.dialect.name == "sqlite" else "%s"
-            cursor.execute(_LATEST_SQL.replace("{mark}", mark), (key,))
-            found = cursor.fetchone()
-            cursor.close()
+            if conn.dialect.name == "sqlite":
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                cursor.execute(_LATEST_SQL.replace("{mark}", "?"), (key,))
+                found = cursor.fetchone()
+                cursor.close()
+            else:  # a start's first statement: it carries the transaction's BEGIN (driver_query_one)
+                found = driver_query_one(conn, _LATEST_SQL.replace("{mark}", "%(key)s"), {"key": key})
             if found is not None:
                 return _info_from_tuple(found, conn.dialect.name == "sqlite")
             row = None

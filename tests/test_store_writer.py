@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -289,4 +291,104 @@ def test_a_batch_that_checks_a_version_does_not_carry_the_commit(pg_url: str) ->
         assert batch.flush(commit=True) == -1
         assert not _visible(pg_url, "checked-batch")  # the check's caller decides: still open
     assert _visible(pg_url, "checked-batch")
+    engine.close()
+
+
+# ---------------------------------------------------------------- a transaction's first query carries its BEGIN
+def _round_trips(dbapi: object, run: Callable[[], object], tmp_path: Path) -> list[str]:
+    """What the client sent that waits for the server's answer (a simple Query, or a Sync), in libpq's trace."""
+    from psycopg import pq
+
+    pgconn = dbapi.pgconn  # type: ignore[attr-defined]
+    path = tmp_path / f"trace-{uuid.uuid4().hex}"
+    with open(path, "w") as out:
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            run()
+        finally:
+            pgconn.untrace()
+    sent = [line.split("\t") for line in path.read_text().splitlines() if line.startswith("F\t")]
+    return [fields[2] + (fields[3] if fields[2].startswith("Query") else "") for fields in sent
+            if fields[2].startswith(("Query", "Sync"))]
+
+
+def test_the_first_driver_query_of_a_transaction_carries_its_begin(pg_url: str, tmp_path: Path) -> None:
+    from bpmnlite.store.writer import driver_query_all, driver_query_one
+
+    engine = Engine(pg_url, load_entry_points=False)
+    with engine.db.begin() as conn:
+        conn.execute(t.jobs.insert(), [_job_row("it's-first"), _job_row("second")])
+    with engine.db.connect() as conn, conn.begin():
+        dbapi = conn.connection.dbapi_connection
+        found: list[object] = []
+        sent = _round_trips(dbapi, lambda: found.append(driver_query_one(
+            conn, "SELECT id, due_at, payload, exclusive FROM bpm_jobs WHERE id = %(id)s FOR UPDATE",
+            {"id": "it's-first"})), tmp_path)
+        # one round trip: BEGIN and the query in one text; psycopg sent no BEGIN of its own
+        assert len(sent) == 1 and sent[0].startswith('Query "BEGIN; SELECT id'), sent
+        # the values come back as psycopg's own cursor reads them
+        assert found == [("it's-first", datetime(2026, 3, 4, 5, 6, 7), {"nested": [1, "two", None], "ü": True}, True)]
+        # the query ran in the transaction: its row lock is held until the commit
+        other = sa.create_engine(pg_url)
+        with pytest.raises(sa.exc.OperationalError, match="could not obtain lock"), other.connect() as busy:
+            busy.exec_driver_sql("SELECT id FROM bpm_jobs WHERE id = 'it''s-first' FOR UPDATE NOWAIT")
+        # a later query of the same transaction goes psycopg's usual way
+        later = _round_trips(dbapi, lambda: driver_query_all(
+            conn, "SELECT id FROM bpm_jobs WHERE id = ANY(%(ids)s)", {"ids": ["second"]}), tmp_path)
+        assert not any("BEGIN" in what for what in later), later
+    with other.connect() as free:  # committed: free again
+        assert free.exec_driver_sql("SELECT id FROM bpm_jobs WHERE id = 'it''s-first' FOR UPDATE NOWAIT").all()
+    other.dispose()
+    engine.close()
+
+
+def test_a_failing_first_driver_query_rolls_its_transaction_back(pg_url: str) -> None:
+    from bpmnlite.store.writer import driver_query_one
+
+    engine = Engine(pg_url, load_entry_points=False)
+    with pytest.raises(sa.exc.DBAPIError) as failed, engine.connections.begin() as conn:
+        driver_query_one(conn, "SELECT 1 / (length(%(text)s) - 3)", {"text": "abc"})
+    assert "division by zero" in str(failed.value)
+    # the connection was not kept, and the next command runs as usual
+    with engine.connections.begin() as conn:
+        assert driver_query_one(conn, "SELECT %(text)s::text", {"text": "again"}) == ("again",)
+        assert conn.connection.dbapi_connection.pgconn.transaction_status == 2  # in the transaction  # type: ignore[union-attr]
+    engine.close()
+
+
+def test_a_first_query_psycopg_must_open_goes_its_usual_way(pg_url: str, tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from bpmnlite.store.writer import driver_query_one
+
+    engine = Engine(pg_url, load_entry_points=False)
+    # an isolation level: psycopg's BEGIN says it, so it is psycopg's to send
+    serial = engine.db.execution_options(isolation_level="SERIALIZABLE")
+    with serial.connect() as conn, conn.begin():
+        sent = _round_trips(conn.connection.dbapi_connection,
+                            lambda: driver_query_one(conn, "SELECT %(n)s::int", {"n": 1}), tmp_path)
+        assert sent[0] == 'Query "BEGIN ISOLATION LEVEL SERIALIZABLE"', sent
+        assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "serializable"
+    # a value pg_literal does not write: bound by psycopg
+    with engine.db.connect() as conn, conn.begin():
+        assert driver_query_one(conn, "SELECT %(n)s::numeric", {"n": Decimal("1.5")}) == (Decimal("1.5"),)
+    engine.close()
+
+
+def test_a_start_on_postgresql_takes_two_round_trips(pg_url: str, tmp_path: Path) -> None:
+    from .bpmn import bpmn, chain
+
+    engine = Engine(pg_url, load_entry_points=False)
+    body = '<startEvent id="start"/><userTask id="wait"/><endEvent id="end"/>' + chain("start", "wait", "end")
+    key = f"two_trips_{uuid.uuid4().hex[:8]}"
+    engine.deploy(bpmn(body, key))
+    engine.start(key)  # the command's kept connection is set up now
+    conn, _since = engine.connections._idle[-1]
+    sent = _round_trips(conn.connection.dbapi_connection, lambda: engine.start(key), tmp_path)
+    # the latest version, looked up with the BEGIN; then every row, with the COMMIT
+    assert len(sent) == 2, sent
+    assert sent[0].startswith('Query "BEGIN; SELECT id, key, version'), sent
+    assert sent[1].startswith('Query "INSERT INTO'), sent[1][:200]  # no third one: it ends with COMMIT
+    assert len(engine.instances(process_key=key)) == 2
     engine.close()

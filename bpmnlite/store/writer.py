@@ -325,6 +325,11 @@ def driver_query_all(conn: Connection, sql: str, params: dict[str, Any]) -> list
 def _driver_query(conn: Connection, sql: str, params: dict[str, Any], *, every: bool) -> list[tuple[Any, ...]]:
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
+    if conn.dialect.name == "postgresql":
+        with _driver_errors(conn, sql, params):
+            rows = _begin_with(dbapi, sql, params)
+        if rows is not None:
+            return rows if every else rows[:1]
     cursor = dbapi.cursor()
     try:
         with _driver_errors(conn, sql, params):
@@ -333,3 +338,38 @@ def _driver_query(conn: Connection, sql: str, params: dict[str, Any], *, every: 
         return [tuple(row) for row in found]
     finally:
         cursor.close()
+
+
+def _begin_with(dbapi: Any, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]] | None:
+    """The first query of a transaction, sent with its ``BEGIN`` in one round trip; None when it is not
+    the first, or cannot go this way (the caller then sends it as usual).
+
+    psycopg opens a transaction with a ``BEGIN`` of its own, one round trip
+    before the first statement: for a job's claim or a start's look-up that
+    was one of three or four round trips. Here the two go out as one text
+    (``BEGIN; <query>``, values as ``pg_literal`` writes them); the server is
+    then in the transaction, psycopg sees it so and sends no ``BEGIN``, and
+    the commit or rollback is psycopg's as always. Only for what psycopg
+    would open with a plain ``BEGIN``: no isolation level or read-only flag
+    set on the connection, not in autocommit, and standard strings.
+    """
+    from psycopg import errors, pq
+    from psycopg.adapt import Transformer
+
+    pgconn = dbapi.pgconn
+    if (pgconn.transaction_status != pq.TransactionStatus.IDLE or dbapi.autocommit
+            or dbapi.isolation_level is not None or dbapi.read_only is not None or not _standard_strings(dbapi)):
+        return None
+    try:
+        text = "BEGIN; " + sql % {name: pg_literal(value) for name, value in params.items()}
+    except _NotLiteral:
+        return None
+    result = pgconn.exec_(text.encode())  # blocking, without the GIL
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        if pgconn.status != pq.ConnStatus.OK:
+            raise errors.OperationalError(f"the connection was lost: {pgconn.error_message.decode(errors='replace')}")
+        raise errors.error_from_result(result, encoding=dbapi.info.encoding)
+    loader = Transformer(dbapi)
+    loader.set_pgresult(result)
+    rows: list[tuple[Any, ...]] = loader.load_rows(0, result.ntuples, tuple)
+    return rows
