@@ -328,7 +328,7 @@ class Deployer:
                 found = cursor.fetchone()
                 cursor.close()
             else:  # a start's first statement: it carries the transaction's BEGIN (driver_query_one)
-                found = driver_query_one(conn, _LATEST_SQL.replace("{mark}", "%(key)s"), {"key": key})
+                found = driver_query_one(conn, _LATEST_SQL.replace("{mark}", "%(key)s"), {"key": key}, carry_begin=True)
             if found is not None:
                 return _info_from_tuple(found, conn.dialect.name == "sqlite")
             row = None

@@ -324,7 +324,7 @@ def test_the_first_driver_query_of_a_transaction_carries_its_begin(pg_url: str, 
         found: list[object] = []
         sent = _round_trips(dbapi, lambda: found.append(driver_query_one(
             conn, "SELECT id, due_at, payload, exclusive FROM bpm_jobs WHERE id = %(id)s FOR UPDATE",
-            {"id": "it's-first"})), tmp_path)
+            {"id": "it's-first"}, carry_begin=True)), tmp_path)
         # one round trip: BEGIN and the query in one text; psycopg sent no BEGIN of its own
         assert len(sent) == 1 and sent[0].startswith('Query "BEGIN; SELECT id'), sent
         # the values come back as psycopg's own cursor reads them
@@ -335,7 +335,7 @@ def test_the_first_driver_query_of_a_transaction_carries_its_begin(pg_url: str, 
             busy.exec_driver_sql("SELECT id FROM bpm_jobs WHERE id = 'it''s-first' FOR UPDATE NOWAIT")
         # a later query of the same transaction goes psycopg's usual way
         later = _round_trips(dbapi, lambda: driver_query_all(
-            conn, "SELECT id FROM bpm_jobs WHERE id = ANY(%(ids)s)", {"ids": ["second"]}), tmp_path)
+            conn, "SELECT id FROM bpm_jobs WHERE id = ANY(%(ids)s)", {"ids": ["second"]}, carry_begin=True), tmp_path)
         assert not any("BEGIN" in what for what in later), later
     with other.connect() as free:  # committed: free again
         assert free.exec_driver_sql("SELECT id FROM bpm_jobs WHERE id = 'it''s-first' FOR UPDATE NOWAIT").all()
@@ -348,11 +348,11 @@ def test_a_failing_first_driver_query_rolls_its_transaction_back(pg_url: str) ->
 
     engine = Engine(pg_url, load_entry_points=False)
     with pytest.raises(sa.exc.DBAPIError) as failed, engine.connections.begin() as conn:
-        driver_query_one(conn, "SELECT 1 / (length(%(text)s) - 3)", {"text": "abc"})
+        driver_query_one(conn, "SELECT 1 / (length(%(text)s) - 3)", {"text": "abc"}, carry_begin=True)
     assert "division by zero" in str(failed.value)
     # the connection was not kept, and the next command runs as usual
     with engine.connections.begin() as conn:
-        assert driver_query_one(conn, "SELECT %(text)s::text", {"text": "again"}) == ("again",)
+        assert driver_query_one(conn, "SELECT %(text)s::text", {"text": "again"}, carry_begin=True) == ("again",)
         assert conn.connection.dbapi_connection.pgconn.transaction_status == 2  # in the transaction  # type: ignore[union-attr]
     engine.close()
 
@@ -367,12 +367,13 @@ def test_a_first_query_psycopg_must_open_goes_its_usual_way(pg_url: str, tmp_pat
     serial = engine.db.execution_options(isolation_level="SERIALIZABLE")
     with serial.connect() as conn, conn.begin():
         sent = _round_trips(conn.connection.dbapi_connection,
-                            lambda: driver_query_one(conn, "SELECT %(n)s::int", {"n": 1}), tmp_path)
+                            lambda: driver_query_one(conn, "SELECT %(n)s::int", {"n": 1}, carry_begin=True), tmp_path)
         assert sent[0] == 'Query "BEGIN ISOLATION LEVEL SERIALIZABLE"', sent
         assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "serializable"
     # a value pg_literal does not write: bound by psycopg
     with engine.db.connect() as conn, conn.begin():
-        assert driver_query_one(conn, "SELECT %(n)s::numeric", {"n": Decimal("1.5")}) == (Decimal("1.5"),)
+        assert driver_query_one(conn, "SELECT %(n)s::numeric", {"n": Decimal("1.5")}, carry_begin=True) == (
+            Decimal("1.5"),)
     engine.close()
 
 

@@ -307,25 +307,31 @@ def pg_literal(value: Any) -> str:
     raise _NotLiteral(kind.__name__)
 
 
-def driver_query_one(conn: Connection, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+def driver_query_one(conn: Connection, sql: str, params: dict[str, Any], *,
+                     carry_begin: bool = False) -> tuple[Any, ...] | None:
     """The first row of a query sent straight to the driver, in the connection's transaction.
 
     For the hottest reads only; ``sql`` uses the driver's own placeholders. A
-    database error is re-raised as SQLAlchemy's ``DBAPIError``.
+    database error is re-raised as SQLAlchemy's ``DBAPIError``. With
+    ``carry_begin``, on PostgreSQL, a query that opens its transaction is sent
+    with the ``BEGIN`` (``_begin_with``): for a query cheap to plan, since it
+    goes as text, never as a prepared statement.
     """
-    rows = _driver_query(conn, sql, params, every=False)
+    rows = _driver_query(conn, sql, params, every=False, carry_begin=carry_begin)
     return rows[0] if rows else None
 
 
-def driver_query_all(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+def driver_query_all(conn: Connection, sql: str, params: dict[str, Any], *,
+                     carry_begin: bool = False) -> list[tuple[Any, ...]]:
     """Every row of a query sent straight to the driver (see ``driver_query_one``)."""
-    return _driver_query(conn, sql, params, every=True)
+    return _driver_query(conn, sql, params, every=True, carry_begin=carry_begin)
 
 
-def _driver_query(conn: Connection, sql: str, params: dict[str, Any], *, every: bool) -> list[tuple[Any, ...]]:
+def _driver_query(conn: Connection, sql: str, params: dict[str, Any], *, every: bool,
+                  carry_begin: bool) -> list[tuple[Any, ...]]:
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    if conn.dialect.name == "postgresql":
+    if carry_begin and conn.dialect.name == "postgresql":
         with _driver_errors(conn, sql, params):
             rows = _begin_with(dbapi, sql, params)
         if rows is not None:
@@ -345,13 +351,17 @@ def _begin_with(dbapi: Any, sql: str, params: dict[str, Any]) -> list[tuple[Any,
     the first, or cannot go this way (the caller then sends it as usual).
 
     psycopg opens a transaction with a ``BEGIN`` of its own, one round trip
-    before the first statement: for a job's claim or a start's look-up that
-    was one of three or four round trips. Here the two go out as one text
+    before the first statement: for a start's look-up of the latest version,
+    one of its three round trips. Here the two go out as one text
     (``BEGIN; <query>``, values as ``pg_literal`` writes them); the server is
     then in the transaction, psycopg sees it so and sends no ``BEGIN``, and
     the commit or rollback is psycopg's as always. Only for what psycopg
     would open with a plain ``BEGIN``: no isolation level or read-only flag
     set on the connection, not in autocommit, and standard strings.
+
+    Not for a job's claim: as text, PostgreSQL plans it on every call, and
+    that cost it more CPU than the round trip saved (``docs/performance.md``);
+    sent the usual way, psycopg prepares it after a few calls.
     """
     from psycopg import errors, pq
     from psycopg.adapt import Transformer
