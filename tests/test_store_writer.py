@@ -314,7 +314,7 @@ def _round_trips(dbapi: object, run: Callable[[], object], tmp_path: Path) -> li
 
 
 def test_the_first_driver_query_of_a_transaction_carries_its_begin(pg_url: str, tmp_path: Path) -> None:
-    from bpmnlite.store.writer import driver_query_all, driver_query_one
+    from bpmnlite.store.writer import driver_query_one
 
     engine = Engine(pg_url, load_entry_points=False)
     with engine.db.begin() as conn:
@@ -334,7 +334,7 @@ def test_the_first_driver_query_of_a_transaction_carries_its_begin(pg_url: str, 
         with pytest.raises(sa.exc.OperationalError, match="could not obtain lock"), other.connect() as busy:
             busy.exec_driver_sql("SELECT id FROM bpm_jobs WHERE id = 'it''s-first' FOR UPDATE NOWAIT")
         # a later query of the same transaction goes psycopg's usual way
-        later = _round_trips(dbapi, lambda: driver_query_all(
+        later = _round_trips(dbapi, lambda: driver_query_one(
             conn, "SELECT id FROM bpm_jobs WHERE id = ANY(%(ids)s)", {"ids": ["second"]}, carry_begin=True), tmp_path)
         assert not any("BEGIN" in what for what in later), later
     with other.connect() as free:  # committed: free again

@@ -321,10 +321,9 @@ def driver_query_one(conn: Connection, sql: str, params: dict[str, Any], *,
     return rows[0] if rows else None
 
 
-def driver_query_all(conn: Connection, sql: str, params: dict[str, Any], *,
-                     carry_begin: bool = False) -> list[tuple[Any, ...]]:
+def driver_query_all(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Every row of a query sent straight to the driver (see ``driver_query_one``)."""
-    return _driver_query(conn, sql, params, every=True, carry_begin=carry_begin)
+    return _driver_query(conn, sql, params, every=True, carry_begin=False)
 
 
 def _driver_query(conn: Connection, sql: str, params: dict[str, Any], *, every: bool,
