@@ -13,6 +13,9 @@ send pushes to in the same round trip as the message (see ``WakingRedisBroker``)
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import os
 import re
@@ -20,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -149,18 +152,69 @@ class WakingRedisBroker(RedisBroker):
                      self._should_do_maintenance(command), unpack, *args)
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
-        """Enqueue with Dramatiq's own script and wake a consumer, in one round trip."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            self.dispatch_on(pipe, "enqueue", queue_name, message_id, data)
-            self.wake(pipe, queue_name)
-            try:
-                pipe.execute()
-                return
-            except redis.exceptions.NoScriptError:  # a new or restarted Redis: load it, send again
-                if attempt == 2:
-                    raise
-                self.client.script_load(self.scripts["dispatch"].script)
+        """Enqueue with Dramatiq's own script and wake a consumer, in one round trip.
+
+        Dramatiq's own sends (``actor.send``, delayed messages) come this way;
+        the engine's job messages take ``send_jobs``.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        self.dispatch_on(pipe, "enqueue", queue_name, message_id, data)
+        self.wake(pipe, queue_name)
+        self._execute_loading(pipe.execute, self.scripts["dispatch"].script)
+
+    def send_jobs(self, queue_name: str, actor_name: str, job_ids: list[str]) -> None:
+        """Enqueue one message per job id and wake consumers: one EVALSHA per ``SEND_CHUNK`` ids.
+
+        What ``actor.send`` would store, for a fraction of its cost (measured in
+        docs/performance.md): the message is Dramatiq's JSON (``Message.decode``
+        reads it), put where Dramatiq's enqueue puts it: its data in the hash
+        ``<namespace>:<queue>.msgs`` under a fresh ``redis_message_id``, that id
+        at the tail of the list ``<namespace>:<queue>``. A script of our own
+        (``SEND_SCRIPT``) does that for every id and pushes the wake-ups, atomically.
+        Dramatiq's enqueue script would also record the sender in its heartbeat set
+        and sometimes run its maintenance; senders need neither (its workers'
+        fetches and acks do both).
+        """
+        prefix = f'{{"queue_name":{json.dumps(queue_name)},"actor_name":{json.dumps(actor_name)},"args":['
+        full_name = f"{self.namespace}:{queue_name}"
+        keys = (f"{full_name}.msgs", full_name, self.wake_key(queue_name))
+        for start in range(0, len(job_ids), SEND_CHUNK):
+            chunk = job_ids[start:start + SEND_CHUNK]
+            now = current_millis()
+            args: list[str] = []
+            for job_id in chunk:
+                redis_id = str(uuid.uuid4())
+                args.append(redis_id)
+                args.append(f'{prefix}{json.dumps(job_id)}],"kwargs":{{}},"options":{{"redis_message_id":"{redis_id}"}},'
+                            f'"message_id":"{uuid.uuid4()}","message_timestamp":{now}}}')
+            wakeups = min(len(chunk), WAKE_BACKLOG)
+            send = functools.partial(self.client.evalsha, _SEND_SHA, 3, *keys, wakeups, WAKE_BACKLOG - 1, *args)
+            self._execute_loading(send, SEND_SCRIPT)
+
+    def _execute_loading(self, execute: Callable[[], object], script: Any) -> None:
+        """Run ``execute``; if Redis lacks ``script`` (a new or restarted Redis), load it and run again."""
+        try:
+            execute()
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(script)
+            execute()
+
+
+SEND_CHUNK = 500
+"""Job messages per EVALSHA in ``send_jobs``: a reconciler's large re-send must not hold Redis up for long."""
+SEND_SCRIPT = """
+-- KEYS: the queue's message hash, the queue's list, its wake-up list
+-- ARGV: wake-ups to push, the wake-up list's last index to keep, then (redis id, message data) pairs
+for i = 3, #ARGV, 2 do
+  redis.call("hset", KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call("rpush", KEYS[2], ARGV[i])
+end
+for i = 1, tonumber(ARGV[1]) do
+  redis.call("lpush", KEYS[3], 1)
+end
+redis.call("ltrim", KEYS[3], 0, ARGV[2])
+"""
+_SEND_SHA = hashlib.sha1(SEND_SCRIPT.encode()).hexdigest()
 
 
 class WakingConsumer(_RedisConsumer):
@@ -323,6 +377,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ sending
     def send(self, job_ids: Iterable[str]) -> int:
         """Send one message per job id; returns how many were sent."""
+        if isinstance(self.broker, WakingRedisBroker):
+            ids = list(job_ids)
+            self.broker.send_jobs(self.queue, ACTOR, ids)
+            return len(ids)
         sent = 0
         for job_id in job_ids:
             self.actor.send_with_options(args=(job_id,))

@@ -193,19 +193,59 @@ def test_messages_sent_without_a_wake_up_are_found_by_the_fallback_poll(
 
 
 def test_a_sent_message_is_dramatiqs_own(dispatchers: Any, queue: str) -> None:
-    """Stock Dramatiq reads what the waking broker enqueued: only the wake-up was added."""
+    """Stock Dramatiq reads and acks what ``send_jobs`` enqueued, as it would ``actor.send``'s message."""
     from dramatiq.brokers.redis import RedisBroker
     from dramatiq.message import Message
 
     dispatcher, _ = dispatchers()
-    dispatcher.send(["job-1"])
+    dispatcher.send(['job-"1"'])  # JSON-escaped on the way
+    dispatcher.actor.send_with_options(args=("job-2",))  # Dramatiq's own enqueue, for comparison
     plain = RedisBroker(url=REDIS_URL)
     try:
-        fetched = plain.do_fetch(queue, 10)
-        assert [Message.decode(data).args for data in fetched] == [("job-1",)]
+        fetched = [Message.decode(data) for data in plain.do_fetch(queue, 10)]
+        assert [m.args for m in fetched] == [('job-"1"',), ("job-2",)]
+        ours, theirs = ({k: v for k, v in m.asdict().items() if k not in {"args", "message_id", "message_timestamp"}}
+                        for m in fetched)
+        assert set(ours["options"]) == set(theirs["options"]) == {"redis_message_id"}
+        assert {**ours, "options": None} == {**theirs, "options": None}  # queue, actor, kwargs
+        assert abs(fetched[0].message_timestamp - fetched[1].message_timestamp) < 60_000
+        assert fetched[0].message_id != fetched[1].message_id
+        for m in fetched:
+            plain.do_ack(queue, m.options["redis_message_id"])
+        assert plain.client.hlen(f"dramatiq:{queue}.msgs") == 0  # the ack found each message under its id
     finally:
         plain.client.zrem("dramatiq:__heartbeats__", plain.broker_id)
         plain.client.close()
+
+
+def test_a_large_send_goes_in_chunks_with_a_bounded_wake_up_list(
+        dispatchers: Any, queue: str, client: redis.Redis) -> None:
+    dispatcher, _ = dispatchers()
+    ids = [f"job-{i}" for i in range(2 * dispatch.SEND_CHUNK + 7)]
+    assert dispatcher.send(ids) == len(ids)
+    redis_ids = [i.decode() for i in client.lrange(f"dramatiq:{queue}", 0, -1)]
+    assert len(set(redis_ids)) == len(ids)
+    data = client.hmget(f"dramatiq:{queue}.msgs", redis_ids)
+    from dramatiq.message import Message
+
+    assert [Message.decode(d).args[0] for d in data] == ids  # in order, each once
+    assert client.llen(cast(WakingRedisBroker, dispatcher.broker).wake_key(queue)) == WAKE_BACKLOG
+
+
+def test_a_send_loads_the_script_into_a_redis_that_lost_it(
+        dispatchers: Any, queue: str, client: redis.Redis) -> None:
+    """As after a Redis restart: SCRIPT FLUSH empties the script cache (every client reloads what it needs)."""
+    dispatcher, jobs = dispatchers()
+    client.script_flush()
+    assert client.script_exists(dispatch._SEND_SHA) == [False]
+    dispatcher.send(["job-1"])
+    assert client.script_exists(dispatch._SEND_SHA) == [True]
+    worker = dispatcher.worker(threads=1, idle_ms=IDLE_MS)
+    worker.start()
+    try:
+        assert jobs.wait_for(1) == ["job-1"]
+    finally:
+        dispatcher.stop_worker(worker, 30_000)
 
 
 def test_the_fallback_poll_stays_within_the_heartbeat_and_the_socket_timeout(queue: str) -> None:
