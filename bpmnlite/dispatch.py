@@ -99,8 +99,10 @@ class WakingRedisBroker(RedisBroker):
     A send pushes a token onto the queue's wake-up list (``<namespace>:__wake__.<queue>``)
     in the same round trip as the message. A consumer that found the queue empty
     blocks on that list (BLPOP) and fetches again when it pops a token, or after
-    ``idle_ms`` at the latest. Messages, acks, requeues, delays and heartbeats are
-    Dramatiq's own; only the wait between two fetches changed.
+    ``idle_ms`` at the latest. The engine's job messages are stored by a script of
+    our own with their wake-ups (``send_jobs``), in Dramatiq's format and keys;
+    fetches, acks, requeues, delays and heartbeats are Dramatiq's own, apart from
+    the wait between two fetches.
 
     No wake-up is lost: a consumer blocks only after a fetch found the queue
     empty, every message enqueued after that fetch comes with a token, and a
